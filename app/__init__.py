@@ -1,0 +1,1 @@
+"""The FastAPI application, the CLI and the web pages."""

@@ -1,0 +1,133 @@
+"""Application factory: routers, error mapping, request ids, metrics, health."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core import logging as logs
+from core.db import Database
+from core.errors import NurtureError
+from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from core.settings import Settings, get_settings
+
+log = logs.get_logger("nurture.http")
+
+
+def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_db = db is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if app.state.db is None:
+            app.state.db = Database(settings.resolved_database_url(), settings.db_pool_size)
+        yield
+        if owns_db:
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="nurture",
+        version="0.1.0",
+        description="Lead intake, scoring, campaigns, sales handoff and attribution.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    _install_errors(app)
+    _install_middleware(app)
+    _install_routes(app)
+    return app
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(NurtureError)
+    async def nurture_error(_request: Request, exc: NurtureError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        body = {
+            "error": {
+                "code": "invalid",
+                "message": str(first.get("msg", "invalid request")),
+                "field": ".".join(loc) or None,
+                "details": [
+                    {"field": ".".join(str(p) for p in e.get("loc", ())[1:]), "message": e.get("msg")}
+                    for e in errors
+                ],
+            }
+        }
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail), "field": None}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _install_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            log.exception("unhandled error", path=request.url.path)
+            response = JSONResponse(
+                {"error": {"code": "internal", "message": "internal error", "field": None}},
+                status_code=500,
+            )
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        elapsed = time.perf_counter() - started
+        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, template).observe(elapsed)
+        response.headers["x-request-id"] = request_id[:64]
+        if response.status_code >= 500:
+            log.error("request failed", method=request.method, path=template, status=response.status_code)
+        return response
+
+
+def _install_routes(app: FastAPI) -> None:
+    from app.routes import include_routers
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+        try:
+            await request.app.state.db.ping()
+            checks["database"] = "ok"
+        except Exception as exc:  # readiness reports, never raises
+            checks["database"] = f"error: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    include_routers(app)

@@ -1,0 +1,74 @@
+"""FastAPI dependencies shared by every router: the session, API-key auth, client IP, body limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.auth import ApiKey, require, resolve_api_key
+from core.db import Database
+from core.errors import TooLarge, Unauthorized
+from core.settings import Settings
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_db(request).sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
+    """Dependency: a valid API key (Authorization: Bearer … or X-API-Key) holding `scope`."""
+
+    async def dependency(request: Request) -> ApiKey:
+        raw = request.headers.get("x-api-key", "")
+        auth = request.headers.get("authorization", "")
+        if not raw and auth.lower().startswith("bearer "):
+            raw = auth[7:].strip()
+        if not raw:
+            raise Unauthorized("an API key is required (Authorization: Bearer <key>)", field="authorization")
+        async with get_db(request).sessions() as session:
+            key = await resolve_api_key(session, raw)
+        require(key, scope)
+        request.state.api_key = key
+        return key
+
+    return dependency
+
+
+def client_ip(request: Request, settings: Settings) -> str:
+    """The caller's address; X-Forwarded-For is believed only from configured proxies."""
+    peer = request.client.host if request.client else ""
+    forwarded = request.headers.get("x-forwarded-for")
+    if forwarded and peer in settings.trusted_proxy_set():
+        return forwarded.split(",")[0].strip()
+    return peer
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the body, refusing with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body is over {limit} bytes", field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body is over {limit} bytes", field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,1 @@
+"""Leads: intake from every channel, identity and dedupe, touchpoints, activity, consent, segments."""

@@ -1,0 +1,214 @@
+"""Identity and intake: every channel lands here to find-or-create one lead and record where
+it came from, in the caller's transaction (lead + touchpoint + activity + consent + outbox event).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import clock
+from core.db import lock_keys
+from core.errors import NotFound
+from core.metrics import LEADS_CREATED
+from core.outbox import emit
+from leads.fields import validate_custom
+from leads.models import Activity, Consent, Lead, LeadTag, Touchpoint, Visitor
+from leads.schemas import ConsentIn
+
+
+@dataclass
+class Origin:
+    """Where an interaction came from: the channel and its marketing context."""
+
+    channel: str
+    source: str | None = None
+    medium: str | None = None
+    campaign: str | None = None
+    content: str | None = None
+    term: str | None = None
+    referrer: str | None = None
+    landing_page: str | None = None
+    visitor_id: str | None = None
+    ip: str | None = None
+    occurred_at: datetime | None = None
+
+    @classmethod
+    def from_params(cls, channel: str, params: dict[str, Any], **extra: Any) -> Origin:
+        def text(key: str, limit: int) -> str | None:
+            value = params.get(key)
+            if not isinstance(value, str) or not value.strip():
+                return None
+            return value.strip()[:limit]
+
+        return cls(
+            channel=channel,
+            source=text("utm_source", 200),
+            medium=text("utm_medium", 200),
+            campaign=text("utm_campaign", 200),
+            content=text("utm_content", 500),
+            term=text("utm_term", 500),
+            **extra,
+        )
+
+
+@dataclass
+class IntakeResult:
+    lead: Lead
+    created: bool
+    touchpoint: Touchpoint
+    activity: Activity
+    events: list[str] = field(default_factory=list)
+
+
+async def find_lead(
+    session: AsyncSession,
+    email: str | None = None,
+    phone: str | None = None,
+    visitor_id: str | None = None,
+) -> Lead | None:
+    """The lead this person already is: by email, else by phone, else by visitor id.
+
+    A phone or visitor match whose lead has a different email is another person (a shared office
+    phone, a shared computer), so it does not match.
+    """
+    live = (Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
+    if email:
+        lead = await session.scalar(select(Lead).where(Lead.email == email, *live))
+        if lead is not None:
+            return lead
+    if phone:
+        lead = await session.scalar(
+            select(Lead).where(Lead.phone == phone, *live).order_by(Lead.created_at).limit(1)
+        )
+        if lead is not None and (not email or lead.email in (None, email)):
+            return lead
+    if visitor_id:
+        lead = await session.scalar(
+            select(Lead).join(Visitor, Visitor.lead_id == Lead.id).where(Visitor.visitor_id == visitor_id, *live)
+        )
+        if lead is not None and (not email or lead.email in (None, email)):
+            return lead
+    return None
+
+
+async def get_lead(session: AsyncSession, lead_id: uuid.UUID, follow_merges: bool = True) -> Lead:
+    lead = await session.get(Lead, lead_id)
+    seen = 0
+    while lead is not None and follow_merges and lead.merged_into_id is not None and seen < 20:
+        lead = await session.get(Lead, lead.merged_into_id)
+        seen += 1
+    if lead is None:
+        raise NotFound(f"no lead {lead_id}", field="lead_id")
+    return lead
+
+
+async def record_intake(
+    session: AsyncSession,
+    profile: dict[str, Any],
+    origin: Origin,
+    activity_type: str,
+    activity_data: dict[str, Any] | None = None,
+    custom: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    consents: list[ConsentIn] | None = None,
+    owner_id: uuid.UUID | None = None,
+    overwrite: bool = True,
+) -> IntakeResult:
+    """Find or create the lead for `profile` and record the interaction. Never commits.
+
+    `profile` holds already-cleaned values (see `schemas.clean_profile`). With `overwrite`, sent
+    values replace stored ones (a newer form wins); otherwise they only fill empty fields.
+    """
+    email, phone = profile.get("email"), profile.get("phone")
+    custom = await validate_custom(session, custom or {})
+    await lock_keys(session, *(f"lead:{k}" for k in (email, phone, origin.visitor_id) if k))
+    occurred_at = origin.occurred_at or clock.now()
+
+    lead = await find_lead(session, email, phone, origin.visitor_id)
+    created = lead is None
+    if lead is None:
+        lead = Lead(source_channel=origin.channel, custom={}, created_at=occurred_at, updated_at=occurred_at)
+        lead.tags = []
+        session.add(lead)
+    _apply_profile(lead, profile, overwrite)
+    if owner_id is not None:
+        lead.owner_id = owner_id
+    if custom:
+        lead.custom = {**(lead.custom or {}), **custom} if overwrite else {**custom, **(lead.custom or {})}
+    if tags:
+        have = {t.tag for t in lead.tags}
+        for tag in tags:
+            if tag not in have:
+                lead.tags.append(LeadTag(tag=tag))
+                have.add(tag)
+    lead.updated_at = clock.now()
+    await session.flush()
+
+    touchpoint = Touchpoint(
+        lead_id=lead.id, visitor_id=origin.visitor_id, channel=origin.channel, source=origin.source,
+        medium=origin.medium, campaign=origin.campaign, content=origin.content, term=origin.term,
+        referrer=origin.referrer, landing_page=origin.landing_page, occurred_at=occurred_at,
+    )
+    session.add(touchpoint)
+    await session.flush()
+    activity = Activity(
+        lead_id=lead.id, visitor_id=origin.visitor_id, type=activity_type, touchpoint_id=touchpoint.id,
+        data=activity_data or {}, occurred_at=occurred_at,
+    )
+    session.add(activity)
+    for consent in consents or []:
+        session.add(
+            Consent(
+                lead_id=lead.id, purpose=consent.purpose, granted=consent.granted,
+                source=origin.channel, wording=consent.wording, ip=origin.ip, occurred_at=occurred_at,
+            )
+        )
+    if origin.visitor_id:
+        await stitch_visitor(session, origin.visitor_id, lead.id)
+    await session.flush()
+
+    events = []
+    payload = {"lead_id": lead.id, "channel": origin.channel, "campaign": origin.campaign}
+    if created:
+        await emit(session, "lead.created", payload)
+        events.append("lead.created")
+        LEADS_CREATED.labels(origin.channel).inc()
+    else:
+        await emit(session, "lead.updated", payload)
+        events.append("lead.updated")
+    await emit(
+        session, "lead.activity",
+        {"lead_id": lead.id, "activity_id": activity.id, "type": activity_type, "occurred_at": occurred_at},
+    )
+    events.append("lead.activity")
+    return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity, events=events)
+
+
+def _apply_profile(lead: Lead, profile: dict[str, Any], overwrite: bool) -> None:
+    for key, value in profile.items():
+        if value is None:
+            continue
+        if overwrite or getattr(lead, key) in (None, ""):
+            setattr(lead, key, value)
+
+
+async def stitch_visitor(session: AsyncSession, visitor_id: str, lead_id: uuid.UUID) -> None:
+    """Tie a visitor id to a lead and claim the anonymous page views it made before."""
+    known = await session.get(Visitor, visitor_id)
+    if known is None:
+        session.add(Visitor(visitor_id=visitor_id, lead_id=lead_id, first_seen_at=clock.now()))
+    elif known.lead_id != lead_id:
+        # The browser now belongs to someone else (a shared computer): newer identity wins.
+        known.lead_id = lead_id
+    for table in (Touchpoint, Activity):
+        await session.execute(
+            update(table)
+            .where(table.visitor_id == visitor_id, table.lead_id.is_(None))
+            .values(lead_id=lead_id)
+        )

@@ -1,0 +1,135 @@
+"""Fixtures: a real database per test session (SQLite file, or a fresh PostgreSQL database when
+NURTURE_TEST_DATABASE_URL is set), migrated with Alembic, emptied between tests; the app over
+real HTTP semantics through httpx's ASGI transport; a frozen clock on request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from core import clock
+from core.auth import Scope, create_api_key
+from core.db import Base, Database
+from core.settings import Settings
+from migrations import upgrade
+
+PG_URL = os.environ.get("NURTURE_TEST_DATABASE_URL", "")
+
+
+def _database_url(tmp: Path) -> str:
+    if not PG_URL:
+        return f"sqlite+aiosqlite:///{tmp / 'test.db'}"
+    # A database of our own, so parallel runs and earlier crashes never interfere.
+    name = f"nurture_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(PG_URL).set(drivername="postgresql+asyncpg")
+
+    async def create() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(admin.set(drivername="postgresql").render_as_string(hide_password=False))
+        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.close()
+
+    asyncio.run(create())
+    return admin.set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    if not PG_URL:
+        return
+    import asyncpg
+
+    target = make_url(url)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False))
+        await conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("nurture")
+
+
+@pytest.fixture(scope="session")
+def database_url(data_dir: Path) -> Iterator[str]:
+    url = _database_url(data_dir)
+
+    async def migrate() -> None:
+        db = Database(url)
+        await upgrade(db.engine)
+        await db.dispose()
+
+    asyncio.run(migrate())
+    yield url
+    _drop_database(url)
+
+
+@pytest.fixture
+def settings(data_dir: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=data_dir, database_url=database_url, secret_keys="test-key-new,test-key-old",
+        call_webhook_secret="call-secret", form_rate_limit=1000, log_json=False,
+    )
+
+
+@pytest_asyncio.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    # Empty every table so each test starts from nothing (fast on both databases).
+    async with database.engine.begin() as conn:
+        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        if database.sqlite:
+            for name in tables:
+                await conn.execute(text(f'DELETE FROM "{name}"'))
+        else:
+            await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " CASCADE"))
+    await database.dispose()
+
+
+@pytest_asyncio.fixture
+async def app(settings: Settings, db: Database):  # type: ignore[no-untyped-def]
+    from app.main import create_app
+
+    return create_app(settings, db)
+
+
+@pytest_asyncio.fixture
+async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+async def make_key(db: Database, *scopes: str) -> str:
+    async with db.sessions() as session:
+        _key, raw = await create_api_key(session, "test", list(scopes))
+        await session.commit()
+    return raw
+
+
+@pytest_asyncio.fixture
+async def admin_headers(db: Database) -> dict[str, str]:
+    return {"authorization": f"Bearer {await make_key(db, Scope.admin.value)}"}
+
+
+@pytest.fixture
+def frozen_now() -> Iterator[datetime]:
+    at = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
+    with clock.frozen(at):
+        yield at
