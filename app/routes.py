@@ -6,7 +6,10 @@ from fastapi import FastAPI
 
 
 def include_routers(app: FastAPI) -> None:
+    from app import api_keys
     from leads.api import routers as lead_routers
+
+    app.include_router(api_keys.router)
 
     for router in lead_routers:
         app.include_router(router)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import clock
 from core.auth import ApiKey, require, resolve_api_key
 from core.db import Database
 from core.errors import TooLarge, Unauthorized
@@ -43,7 +45,12 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>)", field="authorization")
         async with get_db(request).sessions() as session:
             key = await resolve_api_key(session, raw)
-        require(key, scope)
+            require(key, scope)
+            # Record use at most hourly: a write per request would serialise reads on SQLite.
+            now = clock.now()
+            if key.last_used_at is None or now - key.last_used_at > timedelta(hours=1):
+                key.last_used_at = now
+                await session.commit()
         request.state.api_key = key
         return key
 

@@ -1,0 +1,183 @@
+"""Helpers shared by the benchmarks: throwaway databases, a server in a subprocess, load loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_URL = os.environ.get("NURTURE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def scratch_database(kind: str) -> Iterator[str]:
+    """A new, migrated database (SQLite file or PostgreSQL database) dropped afterwards."""
+    from core.db import Database
+    from migrations import upgrade
+
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite+aiosqlite:///{tmp}/bench.db"
+            asyncio.run(_migrate(url, Database, upgrade))
+            yield url
+        return
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(PG_ADMIN_URL).set(drivername="postgresql")
+    name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
+
+    async def admin_sql(sql: str) -> None:
+        conn = await asyncpg.connect(admin.render_as_string(hide_password=False))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin_sql(f'CREATE DATABASE "{name}"'))
+    url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    try:
+        asyncio.run(_migrate(url, Database, upgrade))
+        yield url
+    finally:
+        asyncio.run(admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _migrate(url: str, database_cls: Any, upgrade: Any) -> None:
+    db = database_cls(url)
+    await upgrade(db.engine)
+    await db.dispose()
+
+
+@contextlib.contextmanager
+def server(app_factory: str, env: dict[str, str], workers: int = 1) -> Iterator[str]:
+    """Run `uvicorn --factory app_factory` on a free loopback port; yields its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "uvicorn", app_factory, "--factory", "--host", "127.0.0.1",
+        "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(workers),
+    ]
+    full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}", **env}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {' '.join(cmd)}") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def closed_loop(
+    send: Callable[[int], Awaitable[bool]], concurrency: int, total: int, max_seconds: float
+) -> dict[str, Any]:
+    """`concurrency` clients each sending back-to-back until `total` requests or the time limit."""
+    latencies: list[float] = []
+    errors = 0
+    counter = iter(range(total))
+    deadline = time.perf_counter() + max_seconds
+
+    async def client() -> None:
+        nonlocal errors
+        for i in counter:
+            if time.perf_counter() > deadline:
+                return
+            started = time.perf_counter()
+            ok = await send(i)
+            latencies.append(time.perf_counter() - started)
+            errors += 0 if ok else 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return _figures(latencies, errors, elapsed)
+
+
+async def open_loop(
+    send: Callable[[int], Awaitable[bool]], rate: float, seconds: float, concurrency: int
+) -> dict[str, Any]:
+    """Requests offered at a fixed `rate` per second (at most `concurrency` in flight):
+    latency measured from the scheduled start, so queueing delay counts."""
+    latencies: list[float] = []
+    errors = 0
+    gate = asyncio.Semaphore(concurrency)
+    total = int(rate * seconds)
+    start = time.perf_counter()
+
+    async def one(i: int, scheduled: float) -> None:
+        nonlocal errors
+        async with gate:
+            ok = await send(i)
+        latencies.append(time.perf_counter() - scheduled)
+        errors += 0 if ok else 1
+
+    tasks = []
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i, scheduled)))
+    await asyncio.gather(*tasks)
+    figures = _figures(latencies, errors, time.perf_counter() - start)
+    figures["offered_per_s"] = rate
+    return figures
+
+
+def _figures(latencies: list[float], errors: int, elapsed: float) -> dict[str, Any]:
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 3),
+        "per_s": round(len(latencies) / elapsed, 1) if elapsed else 0.0,
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
+    }
+
+
+@contextlib.asynccontextmanager
+async def http_session(concurrency: int) -> AsyncIterator[Any]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session

@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from core import clock
+from core.auth import add_user, authenticate_user
+from core.db import Base, Database
+from core.errors import Forbidden, Invalid, Unauthorized
+from core.tokens import Signer
+
+
+async def test_health_ready_and_metrics_answer(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"]["database"] == "ok"
+    await client.get("/v1/leads/nope")
+    metrics = await client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "nurture_http_requests_total" in metrics.text
+
+
+async def test_every_response_carries_a_request_id_and_keeps_a_given_one(client: httpx.AsyncClient) -> None:
+    assert len((await client.get("/healthz")).headers["x-request-id"]) >= 16
+    given = await client.get("/healthz", headers={"x-request-id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+
+
+async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/no/such/page")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "not_found"
+
+
+async def test_malformed_json_is_422_not_500(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    resp = await client.post(
+        "/v1/leads", content=b"{not json", headers={**admin_headers, "content-type": "application/json"}
+    )
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "invalid"
+
+
+def test_tokens_signed_with_an_old_key_still_verify_after_rotation() -> None:
+    old = Signer(["key-1"]).sign({"lead": "x"})
+    rotated = Signer(["key-2", "key-1"])
+    assert rotated.unsign(old) == {"lead": "x"}
+    fresh = rotated.sign({"lead": "y"})
+    assert Signer(["key-2"]).unsign(fresh) == {"lead": "y"}
+    with pytest.raises(Forbidden):
+        Signer(["key-1"]).unsign(fresh)
+    with pytest.raises(Forbidden):
+        rotated.unsign(old[:-2] + "xx")
+
+
+def test_signed_token_expires_by_max_age() -> None:
+    signer = Signer(["k"])
+    token = signer.sign("v")
+    assert signer.unsign(token, max_age=60) == "v"
+
+
+def test_clock_freezes_and_advances() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    with clock.frozen(at):
+        assert clock.now() == at
+        clock.advance(timedelta(minutes=5))
+        assert clock.now() == at + timedelta(minutes=5)
+    assert clock.now() > at
+
+
+async def test_users_have_hashed_passwords_and_roles(db: Database) -> None:
+    async with db.sessions() as session:
+        user = await add_user(session, "Marina@Example.com", "correct horse", "marketer", "Марина")
+        await session.commit()
+        assert "correct horse" not in user.password_hash
+        assert (await authenticate_user(session, "marina@example.com", "correct horse")).id == user.id
+        with pytest.raises(Unauthorized):
+            await authenticate_user(session, "marina@example.com", "wrong")
+        with pytest.raises(Invalid) as bad_role:
+            await add_user(session, "x@example.com", "long enough", "boss")
+        assert bad_role.value.field == "role"
+
+
+async def test_api_keys_are_created_once_listed_without_secret_and_revoked(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    created = await client.post("/v1/api-keys", json={"name": "site", "scopes": ["leads:read"]}, headers=admin_headers)
+    assert created.status_code == 201
+    secret = created.json()["key"]
+    listed = await client.get("/v1/api-keys", headers=admin_headers)
+    assert secret not in listed.text
+    use = {"authorization": f"Bearer {secret}"}
+    assert (await client.get("/v1/leads/00000000-0000-0000-0000-000000000000", headers=use)).status_code == 404
+    revoked = await client.delete(f"/v1/api-keys/{created.json()['id']}", headers=admin_headers)
+    assert revoked.status_code == 204
+    after = await client.get("/v1/leads/00000000-0000-0000-0000-000000000000", headers=use)
+    assert after.status_code == 401
+
+
+async def test_api_key_with_unknown_scope_is_refused_naming_scopes(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    resp = await client.post("/v1/api-keys", json={"name": "x", "scopes": ["everything"]}, headers=admin_headers)
+    assert resp.status_code == 422
+    assert resp.json()["error"]["field"] == "scopes"
+
+
+async def test_migrations_create_exactly_the_models(db: Database) -> None:
+    def diff(connection):  # type: ignore[no-untyped-def]
+        context = MigrationContext.configure(connection, opts={"compare_type": False})
+        return compare_metadata(context, Base.metadata)
+
+    async with db.engine.connect() as conn:
+        changes = await conn.run_sync(diff)
+    assert changes == [], f"models and migrations differ; run `make migration m=...`: {changes}"
