@@ -73,6 +73,40 @@ def serve(
     )
 
 
+@cli.command()
+def run(
+    host: str = typer.Option(None, help="Bind address (default NURTURE_HOST)"),
+    port: int = typer.Option(None, help="API port (default NURTURE_PORT)"),
+    demo: bool = typer.Option(True, help="Seed a demo when the database is empty"),
+) -> None:
+    """Everything on the embedded defaults: migrate, seed a demo, start the API and inbound SMTP."""
+    from app.runner import run_all
+
+    settings = get_settings()
+    if host:
+        settings.host = host
+    if port:
+        settings.port = port
+    run_async(run_all(settings, with_demo=demo))
+
+
+@cli.command("demo")
+def demo_command() -> None:
+    """Seed the demo (form, tracking number, landing page, leads) if the database is empty."""
+    from app.runner import seed
+
+    async def body() -> None:
+        await _migrate()
+        db = database()
+        try:
+            message = await seed(db)
+        finally:
+            await db.dispose()
+        typer.echo(message)
+
+    run_async(body())
+
+
 @user_cli.command("add")
 def user_add(
     email: str,

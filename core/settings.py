@@ -15,27 +15,25 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path(".nurture"), description="Where the SQLite file, keys and sockets live")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir")
-    redis_url: str = Field(default="", description="Redis URL; empty means an embedded redis-server")
-    smtp_url: str = Field(default="capture://", description="Outgoing mail: capture://, smtp://, smtps://")
     base_url: str = Field(default="http://127.0.0.1:8000", description="Public URL used in links")
-    host: str = "127.0.0.1"
-    port: int = 8000
+    host: str = Field(default="127.0.0.1", description="Address the API listens on")
+    port: int = Field(default=8000, description="Port the API listens on")
     secret_keys: str = Field(
         default="",
         description="Comma-separated signing keys, newest first; empty means a key generated in data_dir",
     )
     call_webhook_secret: str = Field(default="", description="HMAC secret for POST /v1/calls; empty means derived")
     default_region: str = Field(default="RU", description="Phone region used when a number has no country code")
-    log_level: str = "INFO"
-    log_json: bool = True
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
+    log_json: bool = Field(default=True, description="JSON log lines (false: human-readable)")
     form_rate_limit: int = Field(default=30, description="Form posts per IP per minute")
-    max_form_bytes: int = 1024 * 1024
-    max_email_bytes: int = 25 * 1024 * 1024
-    max_import_bytes: int = 200 * 1024 * 1024
+    max_form_bytes: int = Field(default=1024 * 1024, description="Largest form post (413 above)")
+    max_email_bytes: int = Field(default=25 * 1024 * 1024, description="Largest inbound email (413 above)")
+    max_import_bytes: int = Field(default=200 * 1024 * 1024, description="Largest CSV upload (413 above)")
     trusted_proxies: str = Field(default="", description="Comma-separated proxy IPs whose X-Forwarded-For is trusted")
-    smtpd_host: str = "127.0.0.1"
-    smtpd_port: int = 2525
-    db_pool_size: int = 20
+    smtpd_host: str = Field(default="127.0.0.1", description="Address `nurture smtpd` listens on")
+    smtpd_port: int = Field(default=2525, description="Port `nurture smtpd` listens on")
+    db_pool_size: int = Field(default=20, description="PostgreSQL connections per process")
 
     def resolved_database_url(self) -> str:
         if self.database_url:
