@@ -6,10 +6,11 @@ from fastapi import FastAPI
 
 
 def include_routers(app: FastAPI) -> None:
-    from app import api_keys
+    from app import api_keys, demo
     from leads.api import routers as lead_routers
 
     app.include_router(api_keys.router)
+    app.include_router(demo.router)
 
     for router in lead_routers:
         app.include_router(router)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+import core.auth  # noqa: F401  (Lead.owner_id refers to the users table)
 from core import clock
 from core.db import Base, IdMixin, TimestampMixin
 
@@ -51,6 +52,10 @@ class Lead(IdMixin, TimestampMixin, Base):
     source_channel: Mapped[str] = mapped_column(String(20))
     merged_into_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("leads.id"))
     erased_at: Mapped[datetime | None]
+    # Keyed one-way hashes of an erased person's email and phone (see leads.privacy): enough to
+    # recognise them on a later import, useless for recovering the address.
+    erased_email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    erased_phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
 
     tags: Mapped[list[LeadTag]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="LeadTag.tag"
@@ -235,6 +240,10 @@ class ImportRun(IdMixin, Base):
     created: Mapped[int] = mapped_column(Integer, default=0)
     updated: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    # How the file was read (encoding, delimiter, columns and their fields, unknown columns),
+    # the options it ran with, and why it stopped when it could not finish.
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column(default=clock.now)
     finished_at: Mapped[datetime | None]

@@ -200,3 +200,121 @@ class LeadOut(BaseModel):
     @classmethod
     def _tag_names(cls, value: Any) -> Any:
         return [getattr(t, "tag", t) for t in value]
+
+
+def _clean_tags(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    cleaned = []
+    for tag in value:
+        tag = tag.strip()
+        if not tag or len(tag) > 100 or "\x00" in tag:
+            raise ValueError("each tag must have 1 to 100 characters")
+        cleaned.append(tag)
+    return cleaned
+
+
+class LeadPatch(BaseModel):
+    """PATCH /v1/leads/{id}: only the keys sent change; null clears a value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    company: str | None = None
+    job_title: str | None = None
+    industry: str | None = None
+    company_size: str | None = None
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+    timezone: str | None = None
+    birthday: str | None = None
+    customer_status: str | None = None
+    owner_id: uuid.UUID | None = None
+    custom: dict[str, Any] | None = None
+    tags: list[str] | None = Field(default=None, description="Replace all tags")
+    tags_add: list[str] | None = None
+    tags_remove: list[str] | None = None
+    consent: list[ConsentIn] | None = None
+    region_hint: str | None = Field(default=None, max_length=2, description="Default phone region")
+
+    _tags = field_validator("tags", "tags_add", "tags_remove")(_clean_tags)
+
+    def changes(self) -> dict[str, Any]:
+        skip = {"consent", "region_hint"}
+        return {k: getattr(self, k) for k in self.model_fields_set if k not in skip}
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=20_000)
+
+
+class ConsentRecordIn(ConsentIn):
+    """POST /v1/leads/{id}/consents: a grant or (granted=false) a withdrawal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ip: str | None = Field(default=None, max_length=64, description="Where the person gave it; default: caller")
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    other_id: uuid.UUID
+
+
+class ActivityOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    type: str
+    occurred_at: datetime
+    touchpoint_id: uuid.UUID | None
+    data: dict[str, Any]
+
+
+class TouchpointOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    channel: str
+    source: str | None
+    medium: str | None
+    campaign: str | None
+    content: str | None
+    term: str | None
+    referrer: str | None
+    landing_page: str | None
+    occurred_at: datetime
+
+
+class ConsentOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    purpose: str
+    granted: bool
+    source: str
+    wording: str | None
+    ip: str | None
+    occurred_at: datetime
+
+
+class LeadPage(BaseModel):
+    items: list[LeadOut]
+    next_cursor: str | None
+
+
+class ActivityPage(BaseModel):
+    items: list[ActivityOut]
+    next_cursor: str | None
+
+
+class TouchpointPage(BaseModel):
+    items: list[TouchpointOut]
+    next_cursor: str | None

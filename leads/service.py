@@ -212,3 +212,125 @@ async def stitch_visitor(session: AsyncSession, visitor_id: str, lead_id: uuid.U
             .where(table.visitor_id == visitor_id, table.lead_id.is_(None))
             .values(lead_id=lead_id)
         )
+
+
+# Changes made through the API (PATCH, notes, consents) -----------------------------------------
+
+
+async def update_lead(
+    session: AsyncSession, lead: Lead, changes: dict[str, Any], region: str | None
+) -> list[str]:
+    """Apply a partial update; returns the names of the fields that changed. Never commits.
+
+    `changes` holds only what the client sent: profile fields, `custom` (a None value removes
+    the key), `tags` (replace) or `tags_add`/`tags_remove`, `owner_id`.
+    """
+    from sqlalchemy import func as sql_func
+
+    from core.auth import User
+    from core.errors import Conflict, Invalid
+    from leads.schemas import PROFILE_FIELDS, clean_profile
+
+    if lead.erased_at is not None:
+        raise Conflict("this lead was erased; its data cannot change", field="lead_id")
+    changed: list[str] = []
+    profile = clean_profile({k: v for k, v in changes.items() if k in PROFILE_FIELDS}, region)
+    if "customer_status" in profile and profile["customer_status"] is None:
+        raise Invalid("must be one of new, current, former", field="customer_status")
+    new_email = profile.get("email")
+    if new_email and new_email != lead.email:
+        await lock_keys(session, f"lead:{new_email}")
+        taken = await session.scalar(select(Lead.id).where(Lead.email == new_email, Lead.id != lead.id))
+        if taken is not None:
+            raise Conflict(f"another lead ({taken}) has the email {new_email}", field="email")
+    for key, value in profile.items():
+        if getattr(lead, key) != value:
+            setattr(lead, key, value)
+            changed.append(key)
+
+    if "owner_id" in changes and changes["owner_id"] != lead.owner_id:
+        owner = changes["owner_id"]
+        if owner is not None and await session.scalar(
+            select(sql_func.count()).select_from(User).where(User.id == owner)
+        ) == 0:
+            raise Invalid(f"no user {owner}", field="owner_id")
+        lead.owner_id = owner
+        changed.append("owner_id")
+
+    if changes.get("custom"):
+        values = await validate_custom(session, changes["custom"])
+        merged = dict(lead.custom or {})
+        for key, value in values.items():
+            if merged.get(key) != value:
+                changed.append(f"custom.{key}")
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        lead.custom = merged
+
+    if changes.get("tags") is not None and (changes.get("tags_add") or changes.get("tags_remove")):
+        raise Invalid("send either tags (to replace) or tags_add/tags_remove", field="tags")
+    have = [t.tag for t in lead.tags]
+    wanted = list(have)
+    if changes.get("tags") is not None:
+        wanted = list(dict.fromkeys(changes["tags"]))
+    for tag in changes.get("tags_add") or []:
+        if tag not in wanted:
+            wanted.append(tag)
+    removing = set(changes.get("tags_remove") or [])
+    wanted = [t for t in wanted if t not in removing]
+    if set(wanted) != set(have):
+        lead.tags = [t for t in lead.tags if t.tag in wanted] + [
+            LeadTag(tag=t) for t in wanted if t not in have
+        ]
+        changed.append("tags")
+
+    if changed:
+        lead.updated_at = clock.now()
+        await session.flush()
+        await emit(session, "lead.updated", {"lead_id": lead.id, "changed": changed})
+    return changed
+
+
+async def record_consent(
+    session: AsyncSession,
+    lead: Lead,
+    consent: ConsentIn,
+    source: str,
+    ip: str | None,
+) -> Consent:
+    """A grant or a withdrawal, on the record and on the timeline; withdrawal is announced so
+    campaigns stop at once (sending also re-checks consent)."""
+    from core.errors import Conflict
+
+    if lead.erased_at is not None:
+        raise Conflict("this lead was erased", field="lead_id")
+    now = clock.now()
+    row = Consent(
+        lead_id=lead.id, purpose=consent.purpose, granted=consent.granted, source=source,
+        wording=consent.wording, ip=ip, occurred_at=now,
+    )
+    session.add(row)
+    kind = "consent_granted" if consent.granted else "consent_withdrawn"
+    session.add(Activity(lead_id=lead.id, type=kind, data={"purpose": consent.purpose}, occurred_at=now))
+    await session.flush()
+    if not consent.granted:
+        await emit(session, "consent.withdrawn", {"lead_id": lead.id, "purpose": consent.purpose})
+    return row
+
+
+async def add_note(session: AsyncSession, lead: Lead, text: str, author: str | None) -> Activity:
+    """A note from a marketer or a rep, on the lead's timeline."""
+    from core.errors import Conflict
+
+    if lead.erased_at is not None:
+        raise Conflict("this lead was erased", field="lead_id")
+    note = Activity(lead_id=lead.id, type="note", data={"text": text, "author": author}, occurred_at=clock.now())
+    session.add(note)
+    await session.flush()
+    await emit(
+        session, "lead.activity",
+        {"lead_id": lead.id, "activity_id": note.id, "type": "note", "occurred_at": note.occurred_at},
+    )
+    return note

@@ -53,7 +53,8 @@ def _drop_database(url: str) -> None:
     target = make_url(url)
 
     async def drop() -> None:
-        conn = await asyncpg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False))
+        admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+        conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
         await conn.close()
 

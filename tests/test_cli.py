@@ -34,7 +34,9 @@ async def test_user_add_stores_a_hashed_password(database_url: str, data_dir: Pa
 
 
 async def test_user_add_with_bad_role_exits_non_zero_with_a_message(database_url: str, data_dir: Path) -> None:
-    done = nurture(database_url, data_dir, "user", "add", "x@example.com", "--role", "boss", "--password", "long-enough")
+    done = nurture(
+        database_url, data_dir, "user", "add", "x@example.com", "--role", "boss", "--password", "long-enough"
+    )
     assert done.returncode == 2
     assert "role" in done.stderr and "Traceback" not in done.stderr
 

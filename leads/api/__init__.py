@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from leads.api import leads
+from leads.api import calls, events, fields, forms, imports, inbound, leads, segments
 
-routers: list[APIRouter] = [leads.router]
+routers: list[APIRouter] = [
+    leads.router, forms.router, events.router, calls.router, calls.numbers_router, inbound.router,
+    segments.router, fields.router, imports.router,
+]

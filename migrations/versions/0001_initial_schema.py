@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:05:28.991339
+Create Date: 2026-11-23 11:12:54.067993
 """
 
 from __future__ import annotations
@@ -69,7 +69,9 @@ def upgrade() -> None:
     sa.Column('created', sa.Integer(), nullable=False),
     sa.Column('updated', sa.Integer(), nullable=False),
     sa.Column('failed', sa.Integer(), nullable=False),
+    sa.Column('skipped', sa.Integer(), nullable=False),
     sa.Column('errors', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
+    sa.Column('details', sa.JSON().with_variant(postgresql.JSONB(astext_type=Text()), 'postgresql'), nullable=False),
     sa.Column('started_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('finished_at', core.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -155,6 +157,8 @@ def upgrade() -> None:
     sa.Column('source_channel', sa.String(length=20), nullable=False),
     sa.Column('merged_into_id', sa.Uuid(), nullable=True),
     sa.Column('erased_at', core.db.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('erased_email_hash', sa.String(length=64), nullable=True),
+    sa.Column('erased_phone_hash', sa.String(length=64), nullable=True),
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', core.db.UTCDateTime(timezone=True), nullable=False),
@@ -165,6 +169,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.create_index('ix_leads_created', ['created_at', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_leads_erased_email_hash'), ['erased_email_hash'], unique=False)
+        batch_op.create_index(batch_op.f('ix_leads_erased_phone_hash'), ['erased_phone_hash'], unique=False)
         batch_op.create_index(batch_op.f('ix_leads_phone'), ['phone'], unique=False)
 
     op.create_table('consents',
@@ -308,6 +314,8 @@ def downgrade() -> None:
     op.drop_table('consents')
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_leads_phone'))
+        batch_op.drop_index(batch_op.f('ix_leads_erased_phone_hash'))
+        batch_op.drop_index(batch_op.f('ix_leads_erased_email_hash'))
         batch_op.drop_index('ix_leads_created')
 
     op.drop_table('leads')

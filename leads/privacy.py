@@ -1,0 +1,163 @@
+"""The data subject's rights (GDPR, 152-FZ): export everything held on a person, and erase it.
+
+Erasure removes every personal value but keeps anonymous facts (the lead row with its channel and
+erased_at, touchpoints' source/medium/campaign and times, activity types and times, consent
+decisions without IPs) so reports still count the lead. It keeps keyed one-way hashes (HMAC with
+the server's secret) of the email and phone: enough to recognise the person if a CRM sync or an
+old CSV brings them back, which must not happen silently without a new consent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import clock
+from core.db import lock_keys
+from core.outbox import emit
+from core.tokens import hmac_sha256
+from leads.models import (
+    Activity,
+    Consent,
+    InboundEmail,
+    Lead,
+    LeadTag,
+    Segment,
+    SegmentMember,
+    Touchpoint,
+    Visitor,
+)
+from leads.schemas import PROFILE_FIELDS
+
+# Kept after erasure: describe a market, not a person, and feed the reports.
+ANONYMOUS_FIELDS = frozenset({"country", "industry", "company_size", "customer_status"})
+
+
+def identity_hash(secret: str, kind: str, value: str) -> str:
+    return hmac_sha256(secret, f"{kind}:{value}".encode())
+
+
+async def find_erased(
+    session: AsyncSession, email: str | None, phone: str | None, secrets: list[str]
+) -> Lead | None:
+    """The erased lead this (normalised) email or phone belonged to, if any.
+
+    Every signing key is tried, so rotating NURTURE_SECRET_KEYS keeps old erasures recognised.
+    Import and API intake call this before creating a lead: with no new consent they must skip.
+    """
+    conditions = []
+    if email:
+        conditions.append(Lead.erased_email_hash.in_([identity_hash(s, "email", email) for s in secrets]))
+    if phone:
+        conditions.append(Lead.erased_phone_hash.in_([identity_hash(s, "phone", phone) for s in secrets]))
+    if not conditions:
+        return None
+    return await session.scalar(select(Lead).where(or_(*conditions)).limit(1))
+
+
+async def _merged_ids(session: AsyncSession, lead_id: uuid.UUID) -> list[uuid.UUID]:
+    """The lead and every lead merged into it, however deep the chain."""
+    ids, frontier = [lead_id], [lead_id]
+    while frontier and len(ids) < 10_000:
+        frontier = list(await session.scalars(select(Lead.id).where(Lead.merged_into_id.in_(frontier))))
+        ids.extend(frontier)
+    return ids
+
+
+async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> bool:
+    """Erase the person behind `lead` (and the leads merged into it). Never commits.
+
+    Returns False when it was already erased; a second run still scrubs anything that arrived
+    since, so erasing is idempotent and never leaves personal values behind.
+    """
+    await lock_keys(session, f"lead-id:{lead.id}", *(f"lead:{k}" for k in (lead.email, lead.phone) if k))
+    first_time = lead.erased_at is None
+    ids = await _merged_ids(session, lead.id)
+    if lead.email:
+        lead.erased_email_hash = identity_hash(secrets[0], "email", lead.email)
+    if lead.phone:
+        lead.erased_phone_hash = identity_hash(secrets[0], "phone", lead.phone)
+    blank: dict[str, Any] = {k: None for k in PROFILE_FIELDS if k not in ANONYMOUS_FIELDS}
+    blank["custom"] = {}
+    await session.execute(update(Lead).where(Lead.id.in_(ids)).values(**blank))
+    await session.execute(delete(LeadTag).where(LeadTag.lead_id.in_(ids)))
+    await session.execute(delete(Visitor).where(Visitor.lead_id.in_(ids)))
+    await session.execute(delete(SegmentMember).where(SegmentMember.lead_id.in_(ids)))
+    await session.execute(
+        update(Touchpoint).where(Touchpoint.lead_id.in_(ids)).values(
+            visitor_id=None, referrer=None, landing_page=None, content=None, term=None
+        )
+    )
+    # Activity data holds form answers, notes, call numbers, email subjects: all of it goes.
+    await session.execute(update(Activity).where(Activity.lead_id.in_(ids)).values(data={}, visitor_id=None))
+    await session.execute(update(Consent).where(Consent.lead_id.in_(ids)).values(ip=None))
+    await session.execute(
+        update(InboundEmail).where(InboundEmail.lead_id.in_(ids)).values(
+            mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}
+        )
+    )
+    now = clock.now()
+    await session.execute(update(Lead).where(Lead.id.in_(ids), Lead.erased_at.is_(None)).values(erased_at=now))
+    if first_time:
+        session.add(Activity(lead_id=lead.id, type="erased", data={}, occurred_at=now))
+        await emit(session, "lead.erased", {"lead_id": lead.id, "merged_ids": ids[1:]})
+    await session.flush()
+    # The bulk UPDATEs bypassed the identity map: reload so the caller sees the erased row.
+    await session.refresh(lead)
+    return first_time
+
+
+async def export_lead(session: AsyncSession, lead: Lead) -> dict[str, Any]:
+    """Everything held on the person, as plain JSON-able data (times and ids as Python objects)."""
+    ids = await _merged_ids(session, lead.id)
+
+    async def rows(model: Any, where: Any, order: Any) -> list[Any]:
+        return list(await session.scalars(select(model).where(where).order_by(order)))
+
+    merged = [row for row in await rows(Lead, Lead.id.in_(ids[1:]), Lead.created_at)]
+    memberships = (
+        await session.execute(
+            select(SegmentMember, Segment.name)
+            .join(Segment, Segment.id == SegmentMember.segment_id)
+            .where(SegmentMember.lead_id.in_(ids))
+            .order_by(SegmentMember.entered_at)
+        )
+    ).all()
+    return {
+        "exported_at": clock.now(),
+        "lead": _profile(lead),
+        "visitors": [
+            {"visitor_id": v.visitor_id, "first_seen_at": v.first_seen_at}
+            for v in await rows(Visitor, Visitor.lead_id.in_(ids), Visitor.first_seen_at)
+        ],
+        "touchpoints": [
+            _columns(t) for t in await rows(Touchpoint, Touchpoint.lead_id.in_(ids), Touchpoint.occurred_at)
+        ],
+        "activities": [
+            _columns(a) for a in await rows(Activity, Activity.lead_id.in_(ids), Activity.occurred_at)
+        ],
+        "consents": [_columns(c) for c in await rows(Consent, Consent.lead_id.in_(ids), Consent.occurred_at)],
+        "inbound_emails": [
+            _columns(m) for m in await rows(InboundEmail, InboundEmail.lead_id.in_(ids), InboundEmail.received_at)
+        ],
+        "segments": [
+            {"segment_id": m.segment_id, "name": name, "entered_at": m.entered_at} for m, name in memberships
+        ],
+        "merged_leads": [_profile(m) | {"merged_into_id": m.merged_into_id} for m in merged],
+    }
+
+
+def _columns(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+
+def _profile(lead: Lead) -> dict[str, Any]:
+    out = _columns(lead)
+    # Hashes are our safeguard, not data about the person; and they are not reversible anyway.
+    out.pop("erased_email_hash", None)
+    out.pop("erased_phone_hash", None)
+    out["tags"] = [t.tag for t in lead.tags]
+    return out

@@ -1,0 +1,182 @@
+"""Behaviour events and the tracker: anonymous page views that become the lead's history."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from core import clock
+from core.db import Database
+from core.outbox import OutboxEvent
+from core.settings import Settings
+from leads.models import Activity, Lead, Touchpoint
+from tests.conftest import make_key
+from tests.test_forms import GOOD, count, make_form
+
+VID = "c0ffee00c0ffee00"
+
+
+def page_view(**extra: Any) -> dict[str, Any]:
+    return {"type": "page_view", "visitor_id": VID, "url": "https://example.ru/prices",
+            "title": "Цены", "referrer": "https://example.ru/", **extra}
+
+
+async def activities(db: Database) -> list[Activity]:
+    async with db.sessions() as session:
+        return list(await session.scalars(select(Activity).order_by(Activity.occurred_at, Activity.type)))
+
+
+async def test_anonymous_page_views_join_the_lead_when_the_visitor_submits_a_form(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, frozen_now: Any
+) -> None:
+    landing = page_view(url="https://example.ru/?utm_source=yandex", utm_source="yandex", utm_medium="cpc",
+                        referrer="https://ya.ru/")
+    resp = await client.post("/v1/events", json=landing)
+    assert resp.status_code == 202 and resp.json() == {"accepted": True}
+    clock.advance(timedelta(minutes=1))
+    assert (await client.post("/v1/events", json=page_view())).status_code == 202
+    before = await activities(db)
+    assert [(a.type, a.lead_id) for a in before] == [("page_view", None), ("page_view", None)]
+    async with db.sessions() as session:
+        touch = await session.scalar(select(Touchpoint))
+    assert touch is not None and (touch.lead_id, touch.source, touch.visitor_id) == (None, "yandex", VID)
+
+    clock.advance(timedelta(minutes=1))
+    await make_form(client, admin_headers)
+    posted = await client.post("/v1/forms/contact/submit", json={**GOOD, "_vid": VID})
+    lead_id = posted.json()["lead_id"]
+    after = await activities(db)
+    assert [(a.type, str(a.lead_id)) for a in after] == [
+        ("page_view", lead_id), ("page_view", lead_id), ("form_submitted", lead_id)]
+    async with db.sessions() as session:
+        sources = list(await session.scalars(select(Touchpoint.source).where(Touchpoint.lead_id == uuid.UUID(lead_id))))
+    assert "yandex" in sources
+
+
+async def test_page_view_of_a_known_visitor_goes_on_the_leads_timeline_for_scoring(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    lead_id = (await client.post("/v1/forms/contact/submit", json={**GOOD, "_vid": VID})).json()["lead_id"]
+    resp = await client.post("/v1/events", json=page_view(type="download", properties={"file": "прайс.pdf"}))
+    assert resp.status_code == 202
+    async with db.sessions() as session:
+        download = await session.scalar(select(Activity).where(Activity.type == "download"))
+        events = list(await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "lead.activity")))
+    assert download is not None and str(download.lead_id) == lead_id
+    assert download.data["properties"] == {"file": "прайс.pdf"}
+    assert any(e.payload["activity_id"] == str(download.id) for e in events)
+    # A click inside the site carries no marketing context, so it is no touchpoint.
+    assert download.touchpoint_id is None
+
+
+async def test_tracker_beacon_sent_as_text_plain_is_accepted(client: httpx.AsyncClient, db: Database) -> None:
+    resp = await client.post("/v1/events", content=json.dumps(page_view()),
+                             headers={"content-type": "text/plain;charset=UTF-8"})
+    assert resp.status_code == 202
+    assert resp.headers["access-control-allow-origin"] == "*"
+    assert await count(db, Activity) == 1
+
+
+async def test_server_side_events_name_a_lead_with_an_api_key(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    writer = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
+    event = {"type": "webinar_attended", "email": "Olga@Example.ru", "occurred_at": "2026-03-01T10:00:00+03:00"}
+    assert (await client.post("/v1/events", json=event)).status_code == 403
+    assert await count(db, Lead) == 0
+
+    resp = await client.post("/v1/events", json=event, headers=writer)
+    assert resp.status_code == 202, resp.text
+    async with db.sessions() as session:
+        lead = await session.scalar(select(Lead))
+        activity = await session.scalar(select(Activity))
+    assert lead is not None and lead.email == "olga@example.ru"
+    assert activity is not None and activity.type == "webinar_attended"
+    assert activity.occurred_at.isoformat() == "2026-03-01T07:00:00+00:00"
+
+    again = await client.post("/v1/events", json={"type": "download", "lead_id": str(lead.id)}, headers=writer)
+    assert again.status_code == 202
+    assert await count(db, Lead) == 1 and await count(db, Activity) == 2
+    missing = await client.post(
+        "/v1/events", json={"type": "download", "lead_id": "00000000-0000-0000-0000-000000000000"}, headers=writer)
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "lead_id"
+    reader = {"authorization": f"Bearer {await make_key(db, 'leads:read')}"}
+    assert (await client.post("/v1/events", json=event, headers=reader)).status_code == 403
+
+
+async def test_bad_events_get_4xx_naming_the_field(client: httpx.AsyncClient, db: Database) -> None:
+    cases = [
+        (page_view(type="Page View"), 422, "type"),
+        (page_view(type="form_submitted"), 422, "type"),
+        (page_view(visitor_id=None), 422, "visitor_id"),
+        (page_view(visitor_id="short"), 422, "visitor_id"),
+        (page_view(properties=[1, 2]), 422, "properties"),
+        (page_view(unknown=1), 422, "unknown"),
+        (page_view(url="x" * 2001), 422, "url"),
+        (page_view(title="a\x00b"), 422, "title"),
+        (page_view(properties={"file": ["ok", "a\x00b"]}), 422, "properties.file.1"),
+    ]
+    for body, status, field in cases:
+        resp = await client.post("/v1/events", json=body)
+        assert (resp.status_code, resp.json()["error"]["field"]) == (status, field), body
+    as_json = {"content-type": "application/json"}
+    assert (await client.post("/v1/events", content=b"[1]", headers=as_json)).status_code == 422
+    assert (await client.post("/v1/events", content=b"a=b", headers={
+        "content-type": "application/x-www-form-urlencoded"})).status_code == 415
+    huge = page_view(properties={"x": "я" * 70_000})
+    assert (await client.post("/v1/events", json=huge)).status_code == 413
+    assert await count(db, Activity) == 0
+
+
+async def test_too_many_events_from_one_address_get_429(
+    client: httpx.AsyncClient, settings: Settings, frozen_now: Any
+) -> None:
+    settings.form_rate_limit = 1  # ten page views a minute
+    statuses = [(await client.post("/v1/events", json=page_view())).status_code for _ in range(11)]
+    assert statuses == [202] * 10 + [429]
+    clock.advance(timedelta(minutes=1))
+    assert (await client.post("/v1/events", json=page_view())).status_code == 202
+
+
+async def test_tracker_script_keeps_a_first_party_visitor_id_and_posts_page_views(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/t.js")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/javascript")
+    for needle in ("nurture_vid", "localStorage", "/v1/events", "sendBeacon", "keepalive", "utm_source", "page_view"):
+        assert needle in resp.text
+    assert "http://" not in resp.text and "https://" not in resp.text.split("*/", 1)[1]  # no external assets
+
+
+@given(body=st.binary(max_size=400), content_type=st.sampled_from(["application/json", "text/plain", "", "text/html"]))
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_bytes_posted_as_an_event_get_2xx_or_4xx(
+    client: httpx.AsyncClient, body: bytes, content_type: str
+) -> None:
+    resp = await client.post("/v1/events", content=body, headers={"content-type": content_type})
+    assert resp.status_code < 500, resp.text
+
+
+@given(event=st.fixed_dictionaries(
+    {"type": st.sampled_from(["page_view", "download", "x.y", "", "email_open"])},
+    optional={
+        "visitor_id": st.one_of(st.just(VID), st.text(max_size=70), st.none(), st.integers()),
+        "url": st.one_of(st.text(max_size=50), st.none(), st.just("https://example.ru/\x00")),
+        "referrer": st.one_of(st.text(max_size=50), st.just("https://other.example/")),
+        "utm_source": st.text(max_size=20),
+        "properties": st.one_of(st.dictionaries(st.text(max_size=5), st.text(max_size=5)), st.text()),
+        "occurred_at": st.one_of(st.text(max_size=30), st.just("2026-01-01T00:00:00")),
+    },
+))
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_event_shape_gets_202_or_422(client: httpx.AsyncClient, event: dict[str, Any]) -> None:
+    resp = await client.post("/v1/events", json=event)
+    assert resp.status_code in (202, 422), resp.text

@@ -1,0 +1,478 @@
+"""Web forms: definitions API, and what a website sees when it posts a form."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from core import clock
+from core.db import Database
+from core.outbox import OutboxEvent
+from core.settings import Settings
+from leads.models import Activity, Consent, CustomField, Lead, Touchpoint
+from tests.conftest import make_key
+
+CONSENT = "Согласен на обработку персональных данных / I agree to the processing of my data"
+
+
+def contact_form(**overrides: Any) -> dict[str, Any]:
+    form: dict[str, Any] = {
+        "key": "contact",
+        "name": "Заявка",
+        "fields": [
+            {"name": "first_name", "label": "Имя", "type": "text", "required": True},
+            {"name": "email", "label": "Эл. почта", "type": "email", "required": True},
+            {"name": "phone", "label": "Телефон", "type": "phone"},
+            {"name": "topic", "label": "Тема", "type": "select", "choices": ["Цены", "Демо"]},
+        ],
+        "consent": {"purpose": "marketing_email", "wording": CONSENT, "required": True},
+        "success_url": "https://example.ru/spasibo",
+        "default_campaign": "site-form",
+        "tags": ["site"],
+    }
+    form.update(overrides)
+    return form
+
+
+async def make_form(client: httpx.AsyncClient, headers: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    resp = await client.post("/v1/forms", json=contact_form(**overrides), headers=headers)
+    assert resp.status_code == 201, resp.text
+    return resp.json()  # type: ignore[no-any-return]
+
+
+async def count(db: Database, model: Any) -> int:
+    async with db.sessions() as session:
+        return int(await session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+async def the_lead(db: Database) -> Lead:
+    async with db.sessions() as session:
+        leads = list(await session.scalars(select(Lead)))
+    assert len(leads) == 1
+    return leads[0]
+
+
+GOOD = {"first_name": "Мария", "email": "Maria@Example.RU", "phone": "8 912 345-67-89", "consent": "on"}
+JSON_ACCEPT = {"accept": "application/json"}
+
+
+# --- definitions ---------------------------------------------------------------------------
+
+
+async def test_marketer_creates_lists_updates_and_archives_a_form(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    headers = {"authorization": f"Bearer {await make_key(db, 'forms:write')}"}
+    created = await make_form(client, headers)
+    assert created["submit_url"] == "/v1/forms/contact/submit"
+    assert created["fields"][1]["lead_field"] == "email"  # named like a profile field: mapped
+    assert created["fields"][3]["choices"][0] == {"value": "Цены", "label": "Цены"}
+
+    listed = await client.get("/v1/forms", headers=headers)
+    assert [f["key"] for f in listed.json()] == ["contact"]
+
+    changed = await client.patch("/v1/forms/contact", json={"default_campaign": "spring"}, headers=headers)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["default_campaign"] == "spring"
+    assert changed.json()["fields"] == created["fields"]
+
+    archived = await client.post("/v1/forms/contact/archive", headers=headers)
+    assert archived.json()["archived_at"] is not None
+    assert (await client.get("/v1/forms", headers=headers)).json() == []
+    assert (await client.get("/v1/forms/contact", headers=headers)).status_code == 200
+    post = await client.post("/v1/forms/contact/submit", json=GOOD)
+    assert post.status_code == 404
+
+
+async def test_second_form_with_the_same_key_gets_409(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    await make_form(client, admin_headers)
+    again = await client.post("/v1/forms", json=contact_form(), headers=admin_headers)
+    assert again.status_code == 409
+    assert again.json()["error"]["field"] == "key"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"key": "Не слаг"}, "key"),
+        ({"success_url": "javascript:alert(1)"}, "success_url"),
+        ({"success_url": "//evil.example/"}, "success_url"),
+        ({"allowed_origins": ["https://example.ru/path"]}, "allowed_origins"),
+        ({"default_region": "XX"}, "default_region"),
+        ({"fields": [{"name": "email", "label": "E", "type": "select"}]}, "fields.0"),
+        ({"fields": [{"name": "email", "label": "E", "type": "colour"}]}, "fields.0.type"),
+        ({"fields": [{"name": "x", "label": "X", "lead_field": "password"}]}, "fields.0.lead_field"),
+        ({"fields": [{"name": "consent", "label": "C", "type": "checkbox"}]}, "fields.0.name"),
+        ({"fields": [{"name": "note", "label": "Заметка"}]}, "fields"),
+        ({"fields": [{"name": "email", "label": "E", "type": "email"},
+                     {"name": "email2", "label": "E2", "type": "email", "lead_field": "email"}]},
+         "fields.1.lead_field"),
+        ({"fields": [{"name": "email", "label": "E", "type": "email"},
+                     {"name": "budget", "label": "B", "lead_field": "custom.budget"}]}, "fields.1.lead_field"),
+        ({"honeypot_field": "email"}, "honeypot_field"),
+        ({"name": "Форма\x00"}, "name"),
+        ({"double_opt_in": True, "consent": None}, "double_opt_in"),
+    ],
+)
+async def test_bad_form_definition_gets_422_naming_the_field(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, overrides: dict[str, Any], field: str
+) -> None:
+    resp = await client.post("/v1/forms", json=contact_form(**overrides), headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+async def test_bad_update_gets_422_and_leaves_the_form_as_it_was(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.patch("/v1/forms/contact", json={"error_url": "ftp://x"}, headers=admin_headers)
+    assert resp.status_code == 422 and resp.json()["error"]["field"] == "error_url"
+    assert (await client.get("/v1/forms/contact", headers=admin_headers)).json()["error_url"] is None
+
+
+async def test_forms_api_needs_the_forms_scope(client: httpx.AsyncClient, db: Database) -> None:
+    assert (await client.get("/v1/forms")).status_code == 401
+    reader = {"authorization": f"Bearer {await make_key(db, 'leads:read')}"}
+    assert (await client.post("/v1/forms", json=contact_form(), headers=reader)).status_code == 403
+
+
+# --- submitting ------------------------------------------------------------------------------
+
+
+async def test_json_post_creates_a_lead_with_utm_consent_tags_and_events(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, frozen_now: Any
+) -> None:
+    await make_form(client, admin_headers)
+    body = {**GOOD, "topic": "Демо", "utm_source": "yandex", "utm_medium": "cpc", "_vid": "visitor-0001",
+            "_page": "https://example.ru/landing", "_referrer": "https://ya.ru/"}
+    resp = await client.post("/v1/forms/contact/submit", json=body)
+    assert resp.status_code == 201, resp.text
+    lead = await the_lead(db)
+    assert resp.json() == {"lead_id": str(lead.id)}
+    assert (lead.email, lead.phone, lead.first_name) == ("maria@example.ru", "+79123456789", "Мария")
+    assert [t.tag for t in lead.tags] == ["site"]
+    async with db.sessions() as session:
+        touch = await session.scalar(select(Touchpoint))
+        activity = await session.scalar(select(Activity))
+        consent = await session.scalar(select(Consent))
+        events = list(await session.scalars(select(OutboxEvent.name)))
+    assert touch is not None and activity is not None and consent is not None
+    assert (touch.channel, touch.source, touch.medium, touch.campaign) == ("form", "yandex", "cpc", "site-form")
+    assert (touch.landing_page, touch.referrer, touch.visitor_id) == (
+        "https://example.ru/landing", "https://ya.ru/", "visitor-0001")
+    assert activity.type == "form_submitted"
+    assert activity.data["form"] == "contact" and activity.data["values"] == {"topic": "Демо"}
+    assert (consent.purpose, consent.granted, consent.wording, consent.ip) == (
+        "marketing_email", True, CONSENT, "203.0.113.7")
+    assert sorted(events) == ["lead.activity", "lead.created"]
+
+
+async def test_browser_post_gets_303_to_success_url_with_utm_from_the_page(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.post(
+        "/v1/forms/contact/submit",
+        content="first_name=%D0%9F%D1%91%D1%82%D1%80&email=petr%40example.ru&consent=on&topic=",
+        headers={"content-type": "application/x-www-form-urlencoded", "accept": "text/html",
+                 "referer": "https://example.ru/promo?utm_source=vk&utm_campaign=spring",
+                 "cookie": "nurture_vid=cookie-visitor-42"},
+    )
+    assert resp.status_code == 303
+    assert resp.headers["location"] == "https://example.ru/spasibo"
+    lead = await the_lead(db)
+    assert lead.first_name == "Пётр"
+    async with db.sessions() as session:
+        touch = await session.scalar(select(Touchpoint))
+    assert touch is not None
+    assert (touch.source, touch.campaign, touch.visitor_id) == ("vk", "spring", "cookie-visitor-42")
+    assert touch.landing_page == "https://example.ru/promo?utm_source=vk&utm_campaign=spring"
+
+
+async def test_windows_1251_post_from_an_old_site_keeps_cyrillic(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    from urllib.parse import urlencode
+
+    body = urlencode({"first_name": "Фёдор", "email": "f@example.ru", "consent": "on"}, encoding="cp1251")
+    resp = await client.post(
+        "/v1/forms/contact/submit", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert resp.status_code == 303
+    assert (await the_lead(db)).first_name == "Фёдор"
+
+
+async def test_multipart_post_creates_a_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.post(
+        "/v1/forms/contact/submit", data={**GOOD, "topic": "Цены"}, files={"ignored": ("a.txt", b"x")},
+        headers=JSON_ACCEPT,
+    )
+    assert resp.status_code == 201, resp.text
+    assert (await the_lead(db)).email == "maria@example.ru"
+
+
+async def test_form_without_success_url_thanks_in_russian_and_english(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    await make_form(client, admin_headers, success_url=None)
+    resp = await client.post("/v1/forms/contact/submit", data=GOOD)
+    assert resp.status_code == 303 and resp.headers["location"] == "/v1/forms/contact/thanks"
+    page = await client.get(resp.headers["location"])
+    assert page.status_code == 200
+    assert "Спасибо" in page.text and "Thank you" in page.text
+
+
+async def test_honeypot_post_looks_successful_but_makes_no_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    browser = await client.post("/v1/forms/contact/submit", data={**GOOD, "website_url": "http://spam.example"})
+    assert browser.status_code == 303 and browser.headers["location"] == "https://example.ru/spasibo"
+    api = await client.post("/v1/forms/contact/submit", json={**GOOD, "website_url": "x"})
+    assert api.status_code == 201 and "lead_id" in api.json()
+    assert await count(db, Lead) == 0
+    assert await count(db, Activity) == 0
+    assert await count(db, OutboxEvent) == 0
+
+
+async def test_form_post_without_email_gets_422_and_no_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.post("/v1/forms/contact/submit", json={"first_name": "Иван", "consent": True})
+    assert resp.status_code == 422
+    assert resp.json()["error"]["field"] == "email"
+    bad = await client.post("/v1/forms/contact/submit", json={**GOOD, "email": "не-почта"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "email"
+    assert await count(db, Lead) == 0
+    assert await count(db, OutboxEvent) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"consent": ""}, "consent"),
+        ({"phone": "12"}, "phone"),
+        ({"topic": "Другое"}, "topic"),
+        ({"first_name": "   "}, "first_name"),
+        ({"first_name": ["a", "b"]}, "first_name"),
+        ({"first_name": "я" * 1001}, "first_name"),
+        ({"first_name": "Ив\x00ан"}, "first_name"),
+        ({"email": "iv\x00an@example.ru"}, "email"),
+    ],
+)
+async def test_bad_value_gets_422_naming_the_form_field(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, change: dict[str, Any], field: str
+) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.post("/v1/forms/contact/submit", json={**GOOD, **change})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+    assert await count(db, Lead) == 0
+
+
+async def test_browser_with_bad_value_goes_back_to_error_url_or_sees_a_page_naming_the_field(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    await make_form(client, admin_headers, key="with-error-url", error_url="https://example.ru/form?step=2")
+    redirected = await client.post("/v1/forms/with-error-url/submit", data={**GOOD, "email": "nope"})
+    assert redirected.status_code == 303
+    assert redirected.headers["location"] == (
+        "https://example.ru/form?step=2&nurture_error=email&nurture_form=with-error-url")
+
+    await make_form(client, admin_headers)
+    page = await client.post("/v1/forms/contact/submit", data={**GOOD, "email": "nope"})
+    assert page.status_code == 422
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Эл. почта" in page.text and "Back to the form" in page.text
+
+
+async def test_custom_field_values_are_checked_and_stored(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    async with db.sessions() as session:
+        session.add(CustomField(key="budget", label="Бюджет", type="integer", min_value=0))
+        await session.commit()
+    fields = [{"name": "email", "label": "Email", "type": "email", "required": True},
+              {"name": "budget", "label": "Бюджет, ₽", "type": "number", "lead_field": "custom.budget"}]
+    await make_form(client, admin_headers, fields=fields, consent=None)
+    bad = await client.post("/v1/forms/contact/submit", json={"email": "a@example.ru", "budget": "-5"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "budget"
+    good = await client.post("/v1/forms/contact/submit", json={"email": "a@example.ru", "budget": "150 000"})
+    assert good.status_code == 201, good.text
+    assert (await the_lead(db)).custom == {"budget": 150000}
+
+
+async def test_double_opt_in_records_pending_consent_and_asks_for_confirmation_once(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers, double_opt_in=True)
+    assert (await client.post("/v1/forms/contact/submit", json=GOOD)).status_code == 201
+    async with db.sessions() as session:
+        consent = await session.scalar(select(Consent))
+        asked = list(await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "lead.optin_requested")))
+    assert consent is not None and (consent.granted, consent.wording) == (False, CONSENT)
+    assert len(asked) == 1 and asked[0].payload["email"] == "maria@example.ru"
+
+    # The visitor confirmed (the email channel records it); a later post does not ask again.
+    lead = await the_lead(db)
+    async with db.sessions() as session:
+        session.add(Consent(lead_id=lead.id, purpose="marketing_email", granted=True, source="email",
+                            occurred_at=clock.now() + timedelta(seconds=1)))
+        await session.commit()
+    assert (await client.post("/v1/forms/contact/submit", json=GOOD)).status_code == 201
+    async with db.sessions() as session:
+        names = list(await session.scalars(select(OutboxEvent.name)))
+        pending = await session.scalar(select(func.count()).select_from(Consent).where(Consent.granted.is_(False)))
+    assert names.count("lead.optin_requested") == 1 and pending == 1
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+async def test_unknown_form_is_404(client: httpx.AsyncClient) -> None:
+    resp = await client.post("/v1/forms/nope/submit", json=GOOD)
+    assert resp.status_code == 404 and resp.json()["error"]["field"] == "form_key"
+
+
+async def test_other_content_types_get_415(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    await make_form(client, admin_headers)
+    resp = await client.post("/v1/forms/contact/submit", content=b"<xml/>", headers={"content-type": "text/xml"})
+    assert resp.status_code == 415
+
+
+async def test_body_over_the_limit_gets_413_and_no_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    settings.max_form_bytes = 2000
+    resp = await client.post("/v1/forms/contact/submit", json={**GOOD, "topic": "x" * 3000})
+    assert resp.status_code == 413
+    assert await count(db, Lead) == 0
+
+
+async def test_post_from_an_origin_the_form_does_not_allow_gets_403(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers, allowed_origins=["https://Example.ru:443"])
+    evil = await client.post("/v1/forms/contact/submit", json=GOOD, headers={"origin": "https://evil.example"})
+    assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
+    by_referer = await client.post("/v1/forms/contact/submit", data=GOOD, headers={"referer": "https://evil.example/x"})
+    assert by_referer.status_code == 403
+    assert await count(db, Lead) == 0
+
+    ok = await client.post("/v1/forms/contact/submit", json=GOOD, headers={"origin": "https://example.ru"})
+    assert ok.status_code == 201
+    assert ok.headers["access-control-allow-origin"] == "https://example.ru"
+    invalid = await client.post("/v1/forms/contact/submit", json={**GOOD, "email": "x"},
+                                headers={"origin": "https://example.ru"})
+    assert invalid.status_code == 422  # the site's script can read the error to show it
+    assert invalid.headers["access-control-allow-origin"] == "https://example.ru"
+
+
+async def test_preflight_is_answered_only_for_allowed_origins(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    await make_form(client, admin_headers, allowed_origins=["https://example.ru"])
+    ask = {"access-control-request-method": "POST", "access-control-request-headers": "content-type"}
+    ok = await client.options("/v1/forms/contact/submit", headers={**ask, "origin": "https://example.ru"})
+    assert ok.status_code == 204
+    assert ok.headers["access-control-allow-origin"] == "https://example.ru"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    no = await client.options("/v1/forms/contact/submit", headers={**ask, "origin": "https://evil.example"})
+    assert no.status_code == 403 and "access-control-allow-origin" not in no.headers
+
+
+async def test_too_many_posts_from_one_address_get_429_until_the_minute_passes(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], settings: Settings, frozen_now: Any
+) -> None:
+    await make_form(client, admin_headers)
+    settings.form_rate_limit = 3
+    for _ in range(3):
+        assert (await client.post("/v1/forms/contact/submit", json=GOOD)).status_code == 201
+    refused = await client.post("/v1/forms/contact/submit", json=GOOD)
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "60"
+    clock.advance(timedelta(seconds=61))
+    assert (await client.post("/v1/forms/contact/submit", json=GOOD)).status_code == 201
+
+
+# --- embed ------------------------------------------------------------------------------------
+
+
+async def test_embed_script_carries_the_form_and_cannot_break_out_of_a_script_tag(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    fields = contact_form()["fields"]
+    fields[0]["label"] = "Имя</script><script>alert(1)</script>"
+    await make_form(client, admin_headers, fields=fields)
+    resp = await client.get("/v1/forms/contact/embed.js")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/javascript")
+    assert "</script>" not in resp.text.split("*/", 1)[1]
+    literal = resp.text.split("var form = ", 1)[1].split(";\n", 1)[0]
+    config = json.loads(literal)
+    assert config["fields"][0]["label"] == "Имя</script><script>alert(1)</script>"
+    assert config["honeypot"] == "website_url" and config["consent"]["wording"] == CONSENT
+    assert "fetch(" in resp.text and "_vid" in resp.text and "utm_source" in resp.text
+    assert (await client.get("/v1/forms/nope/embed.js")).status_code == 404
+
+
+# --- concurrency and fuzz ----------------------------------------------------------------------
+
+
+async def test_200_concurrent_posts_of_one_new_email_make_one_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    responses = await asyncio.gather(
+        *(client.post("/v1/forms/contact/submit", json={**GOOD, "email": "same@example.ru"}) for _ in range(200))
+    )
+    assert [r.status_code for r in responses] == [201] * 200
+    assert len({r.json()["lead_id"] for r in responses}) == 1
+    assert await count(db, Lead) == 1
+    assert await count(db, Activity) == 200
+
+
+@given(body=st.binary(max_size=600), content_type=st.sampled_from(
+    ["application/json", "application/x-www-form-urlencoded", "multipart/form-data; boundary=xyz",
+     "multipart/form-data", "text/plain", ""]))
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_bytes_posted_to_a_form_get_2xx_3xx_or_4xx(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], body: bytes, content_type: str
+) -> None:
+    if (await client.get("/v1/forms/contact", headers=admin_headers)).status_code == 404:
+        await make_form(client, admin_headers)
+    resp = await client.post("/v1/forms/contact/submit", content=body, headers={"content-type": content_type})
+    assert resp.status_code < 500, resp.text
+
+
+@given(values=st.dictionaries(
+    st.sampled_from(["first_name", "email", "phone", "topic", "consent", "website_url", "_vid", "_page", "utm_source"]),
+    st.one_of(st.text(max_size=40), st.just("Ив\x00ан"), st.integers(), st.booleans(), st.none(),
+              st.lists(st.text(max_size=5), max_size=2)),
+))
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_json_values_get_201_or_a_4xx_naming_a_field(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], values: dict[str, Any]
+) -> None:
+    if (await client.get("/v1/forms/contact", headers=admin_headers)).status_code == 404:
+        await make_form(client, admin_headers)
+    resp = await client.post("/v1/forms/contact/submit", json=values)
+    assert resp.status_code in (201, 422), resp.text
+    if resp.status_code == 422:
+        assert resp.json()["error"]["field"]

@@ -1,0 +1,130 @@
+"""Export and erasure (GDPR / 152-FZ)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+from sqlalchemy import func, select
+
+from core.db import Database
+from core.outbox import OutboxEvent
+from leads.models import Activity, InboundEmail, Lead, Touchpoint, Visitor
+
+PERSONAL = ["ivan.petrov@example.com", "+79123456789", "Иван", "Петров", "Ромашка", "Казань", "1990-05-17",
+            "visitor-abc", "секретный проект", "198.51.100.4", "Re: цены", "utm-term-personal"]
+
+
+async def _person(client: httpx.AsyncClient, headers: dict[str, str], db: Database) -> dict:
+    resp = await client.post(
+        "/v1/custom-fields", json={"key": "project", "label": "Проект", "type": "text"}, headers=headers
+    )
+    assert resp.status_code == 201, resp.text
+    resp = await client.post(
+        "/v1/leads",
+        json={
+            "email": "ivan.petrov@example.com", "phone": "+7 912 345-67-89", "first_name": "Иван",
+            "last_name": "Петров", "company": "ООО Ромашка", "city": "Казань", "birthday": "1990-05-17",
+            "country": "RU", "custom": {"project": "секретный проект"}, "tags": ["vip"], "visitor_id": "visitor-abc",
+            "utm_source": "yandex", "utm_campaign": "spring", "utm_term": "utm-term-personal",
+            "consent": [{"purpose": "marketing", "wording": "Согласен"}],
+        },
+        headers=headers,
+    )
+    assert resp.status_code == 201, resp.text
+    lead = resp.json()
+    await client.post(f"/v1/leads/{lead['id']}/consents", json={"purpose": "calls", "ip": "198.51.100.4"},
+                      headers=headers)
+    await client.post(f"/v1/leads/{lead['id']}/notes", json={"text": "Иван хочет секретный проект"}, headers=headers)
+    async with db.sessions() as session:
+        session.add(InboundEmail(
+            kind="inquiry", message_id="<m1@mail.example.org>", mail_from="ivan.petrov@example.com",
+            subject="Re: цены", lead_id=uuid.UUID(lead["id"]), details={"body": "Иван Петров"},
+        ))
+        await session.commit()
+    return lead
+
+
+async def test_export_holds_profile_touchpoints_consents_and_emails(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    lead = await _person(client, admin_headers, db)
+    resp = await client.get(f"/v1/leads/{lead['id']}/export", headers=admin_headers)
+    assert resp.status_code == 200
+    assert "attachment" in resp.headers["content-disposition"]
+    data = resp.json()
+    assert data["lead"]["email"] == "ivan.petrov@example.com"
+    assert data["lead"]["custom"] == {"project": "секретный проект"}
+    assert data["lead"]["tags"] == ["vip"]
+    assert [v["visitor_id"] for v in data["visitors"]] == ["visitor-abc"]
+    assert [(t["source"], t["campaign"]) for t in data["touchpoints"]] == [("yandex", "spring")]
+    assert sorted(c["purpose"] for c in data["consents"]) == ["calls", "marketing"]
+    assert data["inbound_emails"][0]["subject"] == "Re: цены"
+    assert {"note", "api_created"} <= {a["type"] for a in data["activities"]}
+
+
+async def test_erase_leaves_no_personal_value_and_keeps_the_counts(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    lead = await _person(client, admin_headers, db)
+    async with db.sessions() as session:
+        before = [await session.scalar(select(func.count()).select_from(t)) for t in (Lead, Touchpoint)]
+
+    assert (await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)).status_code == 204
+    assert (await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)).status_code == 204
+
+    export = (await client.get(f"/v1/leads/{lead['id']}/export", headers=admin_headers)).text
+    for value in PERSONAL:
+        assert value not in export, value
+    data = json.loads(export)
+    assert data["lead"]["erased_at"] and data["lead"]["source_channel"] == "api"
+    assert [(t["source"], t["campaign"]) for t in data["touchpoints"]] == [("yandex", "spring")]
+    assert {"note", "api_created", "erased"} <= {a["type"] for a in data["activities"]}
+
+    shown = (await client.get(f"/v1/leads/{lead['id']}", headers=admin_headers)).json()
+    assert shown["erased_at"] and shown["email"] is None and shown["first_name"] is None and shown["custom"] == {}
+    assert (await client.get("/v1/leads", headers=admin_headers)).json()["items"] == []
+    async with db.sessions() as session:
+        after = [await session.scalar(select(func.count()).select_from(t)) for t in (Lead, Touchpoint)]
+        assert await session.scalar(select(func.count()).select_from(Visitor)) == 0
+        notes = list(await session.scalars(select(Activity.data).where(Activity.type == "note")))
+        erased_events = await session.scalar(
+            select(func.count()).select_from(OutboxEvent).where(OutboxEvent.name == "lead.erased")
+        )
+    assert after == before
+    assert notes == [{}]
+    assert erased_events == 1
+
+
+async def test_erased_person_is_not_silently_re_added_without_new_consent(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    lead = (await client.post("/v1/leads", json={"email": "gone@example.com"}, headers=admin_headers)).json()
+    await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)
+
+    again = await client.post("/v1/leads", json={"email": "Gone@example.com"}, headers=admin_headers)
+    assert again.status_code == 409
+    assert again.json()["error"]["field"] == "email"
+
+    back = await client.post(
+        "/v1/leads", json={"email": "gone@example.com", "consent": [{"purpose": "marketing"}]}, headers=admin_headers
+    )
+    assert back.status_code == 201
+    assert back.json()["id"] != lead["id"]
+
+
+async def test_erasing_a_survivor_also_erases_the_lead_merged_into_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    a = (await client.post("/v1/leads", json={"email": "a@example.com"}, headers=admin_headers)).json()
+    b = (await client.post("/v1/leads", json={"phone": "+79123456789", "first_name": "Борис"},
+                           headers=admin_headers)).json()
+    await client.post(f"/v1/leads/{a['id']}/merge", json={"other_id": b["id"]}, headers=admin_headers)
+    before = (await client.get(f"/v1/leads/{a['id']}/export", headers=admin_headers)).json()
+    assert [m["first_name"] for m in before["merged_leads"]] == ["Борис"]
+
+    await client.delete(f"/v1/leads/{a['id']}", headers=admin_headers)
+    export = (await client.get(f"/v1/leads/{a['id']}/export", headers=admin_headers)).text
+    for value in ("a@example.com", "+79123456789", "Борис"):
+        assert value not in export
