@@ -17,7 +17,7 @@ from core.settings import Settings
 from leads.models import InboundEmail, Lead, Touchpoint
 from leads.smtpd import start_smtpd
 
-SAMPLES = Path("/work/shared/data/bounces")
+SAMPLES = Path(__file__).parent / "data" / "mail"
 
 
 def inquiry() -> bytes:
