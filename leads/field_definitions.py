@@ -13,8 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import lock_keys
 from core.errors import Conflict, Invalid, NotFound
+from core.text import check_text
 from leads.models import CustomField, CustomFieldType, Lead
-from leads.query import check_text, dialect_name
+from leads.query import dialect_name
 
 KEY_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,63}")
 NUMERIC = (CustomFieldType.number, CustomFieldType.integer)

@@ -189,21 +189,3 @@ async def keyset_page(
         last = rows[-1]
         next_cursor = encode_cursor(getattr(last, at.key), getattr(last, row_id.key))
     return Page(items=rows, next_cursor=next_cursor)
-
-
-def check_text(value: Any, field: str) -> None:
-    """Refuse text no database can store (NUL, lone surrogates) anywhere in a JSON value."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise Invalid("must not contain NUL characters", field=field)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise Invalid("must be valid Unicode text", field=field) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key, field)
-            check_text(item, f"{field}.{key}" if field else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_text(item, f"{field}.{index}" if field else str(index))

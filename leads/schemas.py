@@ -11,6 +11,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.errors import Invalid
+from core.text import check_text
 from leads.models import CustomerStatus
 
 PROFILE_FIELDS = (
@@ -44,9 +45,8 @@ def _clean_text(value: Any, field: str, max_length: int) -> str | None:
         return None
     if not isinstance(value, str):
         raise Invalid("must be text", field=field)
+    check_text(value, field)
     value = " ".join(value.split())
-    if "\x00" in value:
-        raise Invalid("must not contain NUL characters", field=field)
     if len(value) > max_length:
         raise Invalid(f"must be at most {max_length} characters", field=field)
     return value or None

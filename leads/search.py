@@ -11,12 +11,12 @@ from sqlalchemy import ColumnElement, Select, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Invalid
+from core.text import check_text
 from leads.fields import coerce, definitions
 from leads.models import Channel, CustomerStatus, CustomFieldType, Lead, LeadTag, Segment, Touchpoint
 from leads.query import (
     CustomValue,
     Page,
-    check_text,
     folded_contains,
     keyset_page,
     parse_limit,

@@ -25,9 +25,10 @@ from core import clock
 from core.db import lock_keys
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
+from core.text import check_text
 from leads.fields import definitions
 from leads.models import Activity, CustomField, CustomFieldType, Lead, LeadTag, Segment, SegmentMember, Touchpoint
-from leads.query import CustomValue, check_text, folded, prepare_folding
+from leads.query import CustomValue, folded, prepare_folding
 from leads.search import live_leads, parse_datetime
 
 OPS = ("eq", "ne", "in", "contains", "starts_with", "gt", "gte", "lt", "lte", "is_empty", "is_set")

@@ -17,6 +17,7 @@ from core.db import lock_keys
 from core.errors import NotFound
 from core.metrics import LEADS_CREATED
 from core.outbox import emit
+from core.text import check_text, scrub
 from leads.fields import validate_custom
 from leads.models import Activity, Consent, Lead, LeadTag, Touchpoint, Visitor
 from leads.schemas import ConsentIn
@@ -44,7 +45,7 @@ class Origin:
             value = params.get(key)
             if not isinstance(value, str) or not value.strip():
                 return None
-            return value.strip()[:limit]
+            return scrub(value.strip()[:limit])
 
         return cls(
             channel=channel,
@@ -126,6 +127,12 @@ async def record_intake(
     values replace stored ones (a newer form wins); otherwise they only fill empty fields.
     """
     email, phone = profile.get("email"), profile.get("phone")
+    # Every channel passes through here: refuse text the database cannot store (NUL, lone
+    # surrogates) with the field named, rather than failing at commit.
+    check_text(tags or [], "tags")
+    check_text(custom or {}, "custom")
+    check_text([c.model_dump() for c in consents or []], "consent")
+    check_text(activity_data or {}, "data")
     custom = await validate_custom(session, custom or {})
     await lock_keys(session, *(f"lead:{k}" for k in (email, phone, origin.visitor_id) if k))
     occurred_at = origin.occurred_at or clock.now()

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from core.auth import Scope
 from core.errors import Invalid, NurtureError, RateLimited, UnsupportedMediaType
 from core.ratelimit import retry_after, window_for
+from core.text import check_text
 from core.web import SessionDep, SettingsDep, client_ip, read_body, require_scope
-from leads.intake import invalid_from, refuse_nul
+from leads.intake import invalid_from
 from leads.intake.events import EventIn, record_event
 
 router = APIRouter(tags=["events"])
@@ -56,7 +57,7 @@ async def post_event(request: Request, session: SessionDep, settings: SettingsDe
             event = EventIn.model_validate(data)
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        refuse_nul(data)
+        check_text(data)
         await record_event(session, event, ip, trusted)
         await session.commit()
     except NurtureError as exc:

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from core.auth import ApiKey, Scope
 from core.errors import Conflict, Invalid
 from core.ids import parse_id
+from core.text import check_text
 from core.web import SessionDep, SettingsDep, client_ip, require_scope
 from leads.merge import merge_leads
 from leads.models import Activity, Channel, Consent, Touchpoint
 from leads.privacy import erase_lead, export_lead, find_erased
-from leads.query import check_text, keyset_page, parse_limit
+from leads.query import keyset_page, parse_limit
 from leads.schemas import (
     ActivityOut,
     ActivityPage,

@@ -24,6 +24,7 @@ from core.errors import Invalid
 from core.logging import get_logger
 from core.outbox import emit
 from core.settings import Settings
+from core.text import scrub
 from leads.models import Channel, InboundEmail
 from leads.schemas import clean_profile, normalize_email
 from leads.service import Origin, find_lead, record_intake
@@ -356,7 +357,7 @@ def _header(msg: Message, name: str) -> str | None:
         value = msg.get(name)
     except Exception:  # a malformed header the policy cannot parse: fall back to the raw text
         value = next((v for k, v in msg.raw_items() if k.lower() == name.lower()), None)
-    return None if value is None else clean_text(str(value))
+    return None if value is None else scrub(str(value))
 
 
 def _first_address(msg: Message, name: str) -> tuple[str | None, str | None]:
@@ -378,12 +379,12 @@ def _address_pairs(msg: Message, names: Sequence[str]) -> list[tuple[str, str]]:
             headers = msg.get_all(name) or []
             for header in headers:
                 for address in getattr(header, "addresses", ()):
-                    pairs.append((clean_text(address.display_name), clean_text(address.addr_spec)))
+                    pairs.append((scrub(address.display_name), scrub(address.addr_spec)))
                 if not hasattr(header, "addresses"):
-                    pairs += [(clean_text(d), clean_text(a)) for d, a in getaddresses([str(header)])]
+                    pairs += [(scrub(d), scrub(a)) for d, a in getaddresses([str(header)])]
         except Exception:
             raw = [v for k, v in msg.raw_items() if k.lower() == name.lower()]
-            pairs += [(clean_text(d), clean_text(a)) for d, a in getaddresses([str(v) for v in raw])]
+            pairs += [(scrub(d), scrub(a)) for d, a in getaddresses([str(v) for v in raw])]
     return pairs[:MAX_RECIPIENTS]
 
 
@@ -416,7 +417,7 @@ def _body_text(msg: Message) -> str:
     text = _part_text(part)
     if part.get_content_type() == "text/html":
         text = html_to_text(text)
-    return clean_text(text.strip())
+    return scrub(text.strip())
 
 
 def _part_text(part: Message) -> str:
@@ -477,11 +478,6 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
-def clean_text(value: str) -> str:
-    """Text both databases accept: no NUL characters, no lone surrogates from undecodable bytes."""
-    return value.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
-
-
 def _one_line(value: str | None) -> str | None:
     return " ".join(value.split()) or None if value else None
 
@@ -538,13 +534,13 @@ async def accept_email(
             return Reception(first, duplicate=True)
 
     envelope_rcpts = [rcpt_to] if isinstance(rcpt_to, str) else list(rcpt_to or [])
-    recipients = list(_unique(clean_text(r).strip().strip("<>").lower() for r in envelope_rcpts)) + parsed.to
+    recipients = list(_unique(scrub(r).strip().strip("<>").lower() for r in envelope_rcpts)) + parsed.to
     details = _jsonable_text({**parsed.details, "envelope_from": mail_from, "envelope_to": envelope_rcpts})
     row = InboundEmail(
         kind=parsed.kind,
         message_id=parsed.message_id,
         in_reply_to=parsed.in_reply_to,
-        mail_from=_truncate(parsed.from_address or (clean_text(mail_from) if mail_from else None), 320),
+        mail_from=_truncate(parsed.from_address or (scrub(mail_from) if mail_from else None), 320),
         rcpt_to=_truncate(recipients[0] if recipients else None, 320),
         subject=_truncate(parsed.subject, 998),
         details=details,
@@ -681,7 +677,7 @@ async def _report_automatic(session: AsyncSession, row: InboundEmail, parsed: Pa
 
 def _jsonable_text(value: Any) -> Any:
     if isinstance(value, str):
-        return clean_text(value)
+        return scrub(value)
     if isinstance(value, dict):
         return {str(k): _jsonable_text(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

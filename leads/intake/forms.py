@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.errors import Conflict, Invalid, NotFound
+from core.text import check_text
 from leads.fields import definitions as custom_field_definitions
-from leads.intake import invalid_from, refuse_nul
+from leads.intake import invalid_from
 from leads.models import Form
 from leads.schemas import PROFILE_FIELDS
 
@@ -193,7 +194,7 @@ def normalize_origin(value: str) -> str | None:
 
 async def check_definition(session: AsyncSession, form: FormIn) -> None:
     """Rules across fields, each raising Invalid naming the field to fix."""
-    refuse_nul(form.model_dump())
+    check_text(form.model_dump())
     names: set[str] = set()
     mapped: dict[str, str] = {}
     custom = await custom_field_definitions(session)
