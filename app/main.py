@@ -12,7 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import logging as logs
 from core.db import Database
@@ -83,29 +85,57 @@ def _install_errors(app: FastAPI) -> None:
 
 
 def _install_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    app.add_middleware(RequestContext)
+
+
+class RequestContext:
+    """Request id (kept from X-Request-Id or made), bound to every log line; metrics per route;
+    an unexpected error becomes a JSON 500. Plain ASGI: no per-request task or body copy."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        request_id = given.decode("latin-1")[:64] or uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id[:64])
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        status = 500
+        sent_start = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, sent_start
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                sent_start = True
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+            await send(message)
+
         try:
-            response = await call_next(request)
+            await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error", path=request.url.path)
-            response = JSONResponse(
+            log.exception("unhandled error", path=scope.get("path"))
+            if sent_start:
+                raise
+            status = 500
+            body = JSONResponse(
                 {"error": {"code": "internal", "message": "internal error", "field": None}},
-                status_code=500,
+                status_code=500, headers={"x-request-id": request_id},
             )
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(request.method, template, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, template).observe(elapsed)
-        response.headers["x-request-id"] = request_id[:64]
-        if response.status_code >= 500:
-            log.error("request failed", method=request.method, path=template, status=response.status_code)
-        return response
+            await body(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope.get("method", "")
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            if status >= 500:
+                log.error("request failed", method=method, path=template, status=status)
 
 
 def _install_routes(app: FastAPI) -> None:

@@ -1,25 +1,34 @@
-"""The baseline for bench/intake.py: a FastAPI endpoint that reads and validates the same form
-post as nurture's intake, then answers without touching a database."""
+"""The baseline for bench/intake.py: the same form post read and validated by nurture's own
+parsing code (content type, body limit, field rules, phone/email normalisation, utm capture),
+then answered without touching a database."""
 
 from __future__ import annotations
-
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from leads.schemas import normalize_email, normalize_phone
+from core.ids import new_id
+from core.web import read_body
+from leads.api.forms import parse_form_body
+from leads.intake.forms import FormIn, apply_definition
+from leads.intake.submissions import clean_values, visit_from
+from leads.models import Form
 
 
 def create_bare_app() -> FastAPI:
+    from intake import BENCH_FORM
+
+    form = Form()
+    apply_definition(form, FormIn.model_validate(BENCH_FORM))
     app = FastAPI()
 
     @app.post("/v1/forms/{form_key}/submit")
     async def submit(form_key: str, request: Request) -> JSONResponse:
-        form = await request.form()
-        values = {k: v for k, v in form.items() if isinstance(v, str)}
-        email = normalize_email(values.get("email", ""))
-        phone = normalize_phone(values["phone"], "RU") if values.get("phone") else None
-        return JSONResponse({"lead_id": str(uuid.uuid4()), "email": email, "phone": phone}, status_code=201)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await read_body(request, 1024 * 1024)
+        values = await parse_form_body(media, request, body)
+        visit_from(values, request.headers.get("referer"), request.cookies.get("nurture_vid"), "127.0.0.1")
+        clean_values(form, values, {}, "RU")
+        return JSONResponse({"lead_id": str(new_id())}, status_code=201)
 
     return app

@@ -36,26 +36,26 @@ def form_body(i: int, run: str) -> dict[str, str]:
     }
 
 
+BENCH_FORM = {
+    "key": "bench", "name": "Bench", "success_url": "https://example.com/thanks",
+    "fields": [
+        {"name": "email", "label": "Email", "type": "email", "required": True, "lead_field": "email"},
+        {"name": "phone", "label": "Телефон", "type": "phone", "lead_field": "phone"},
+        {"name": "first_name", "label": "Имя", "lead_field": "first_name"},
+        {"name": "last_name", "label": "Фамилия", "lead_field": "last_name"},
+        {"name": "company", "label": "Компания", "lead_field": "company"},
+    ],
+    "consent": {"purpose": "marketing", "wording": "Согласен на обработку персональных данных"},
+}
+
+
 async def seed_form(url: str) -> None:
     from core.db import Database
-    from leads.models import Form
+    from leads.intake.forms import FormIn, create_form
 
     db = Database(url)
     async with db.sessions() as session:
-        session.add(
-            Form(
-                key="bench", name="Bench", success_url="https://example.com/thanks",
-                fields=[
-                    {"name": "email", "type": "email", "required": True},
-                    {"name": "phone", "type": "phone"},
-                    {"name": "first_name", "type": "text"},
-                    {"name": "last_name", "type": "text"},
-                    {"name": "company", "type": "text"},
-                    {"name": "consent", "type": "checkbox"},
-                ],
-                consent_purpose="marketing", consent_wording="Согласен на обработку данных",
-            )
-        )
+        await create_form(session, FormIn.model_validate(BENCH_FORM))
         await session.commit()
     await db.dispose()
 

@@ -135,6 +135,18 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    for key in sorted(set(k for k in keys if k)):
-        digest = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": digest})
+    ids = sorted({lock_key_id(k) for k in keys if k})
+    if ids:
+        # One round trip; unnest keeps the sorted order, so two writers never deadlock.
+        await session.execute(
+            text(
+                "SELECT count(pg_advisory_xact_lock(k)) FROM "
+                "(SELECT k FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n) AS s"
+            ),
+            {"ids": ids},
+        )
+
+
+def lock_key_id(key: str) -> int:
+    """The 64-bit advisory-lock id of an identity key (stable across processes and versions)."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)

@@ -80,6 +80,8 @@ class Visitor(Base):
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
     first_seen_at: Mapped[datetime] = mapped_column(default=clock.now)
 
+    lead: Mapped[Lead] = relationship(lazy="raise")
+
 
 class Touchpoint(IdMixin, Base):
     """One inbound interaction and where it came from."""
@@ -98,6 +100,9 @@ class Touchpoint(IdMixin, Base):
     landing_page: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime] = mapped_column(default=clock.now)
 
+    # Declared so one flush writes the lead before its touchpoints (never loaded implicitly).
+    lead: Mapped[Lead | None] = relationship(lazy="raise")
+
     __table_args__ = (Index("ix_touchpoints_lead", "lead_id", "occurred_at"),)
 
 
@@ -112,6 +117,10 @@ class Activity(IdMixin, Base):
     touchpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("touchpoints.id", ondelete="SET NULL"))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     occurred_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+    # Declared so one flush writes the lead and touchpoint first (never loaded implicitly).
+    lead: Mapped[Lead | None] = relationship(lazy="raise")
+    touchpoint: Mapped[Touchpoint | None] = relationship(lazy="raise")
 
     __table_args__ = (
         Index("ix_activities_lead", "lead_id", "occurred_at"),
@@ -129,6 +138,8 @@ class Consent(IdMixin, Base):
     wording: Mapped[str | None] = mapped_column(Text)
     ip: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+    lead: Mapped[Lead] = relationship(lazy="raise")
 
 
 class CustomFieldType(StrEnum):

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
 from core.errors import NotFound
+from core.ids import new_id
 from core.metrics import LEADS_CREATED
 from core.outbox import emit
 from core.text import check_text, scrub
@@ -78,23 +79,35 @@ async def find_lead(
     A phone or visitor match whose lead has a different email is another person (a shared office
     phone, a shared computer), so it does not match.
     """
-    live = (Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
+    matches = []
     if email:
-        lead = await session.scalar(select(Lead).where(Lead.email == email, *live))
-        if lead is not None:
-            return lead
+        matches.append(Lead.email == email)
     if phone:
-        lead = await session.scalar(
-            select(Lead).where(Lead.phone == phone, *live).order_by(Lead.created_at).limit(1)
-        )
-        if lead is not None and (not email or lead.email in (None, email)):
-            return lead
+        matches.append(Lead.phone == phone)
     if visitor_id:
-        lead = await session.scalar(
-            select(Lead).join(Visitor, Visitor.lead_id == Lead.id).where(Visitor.visitor_id == visitor_id, *live)
+        matches.append(Lead.id.in_(select(Visitor.lead_id).where(Visitor.visitor_id == visitor_id)))
+    if not matches:
+        return None
+    # One round trip for every identity; the order of preference is applied here.
+    candidates = list(
+        await session.scalars(
+            select(Lead)
+            .where(or_(*matches), Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
+            .order_by(Lead.created_at, Lead.id)
+            .limit(50)
         )
-        if lead is not None and (not email or lead.email in (None, email)):
-            return lead
+    )
+    if email:
+        for lead in candidates:
+            if lead.email == email:
+                return lead
+    compatible = [lead for lead in candidates if not email or lead.email in (None, email)]
+    if phone:
+        for lead in compatible:
+            if lead.phone == phone:
+                return lead
+    if visitor_id and compatible:
+        return compatible[0]  # what is left matched by visitor id
     return None
 
 
@@ -140,7 +153,9 @@ async def record_intake(
     lead = await find_lead(session, email, phone, origin.visitor_id)
     created = lead is None
     if lead is None:
-        lead = Lead(source_channel=origin.channel, custom={}, created_at=occurred_at, updated_at=occurred_at)
+        lead = Lead(
+            id=new_id(), source_channel=origin.channel, custom={}, created_at=occurred_at, updated_at=occurred_at
+        )
         lead.tags = []
         session.add(lead)
     _apply_profile(lead, profile, overwrite)
@@ -155,17 +170,16 @@ async def record_intake(
                 lead.tags.append(LeadTag(tag=tag))
                 have.add(tag)
     lead.updated_at = clock.now()
-    await session.flush()
 
+    # Ids are made here, so the whole interaction is written in one flush.
     touchpoint = Touchpoint(
-        lead_id=lead.id, visitor_id=origin.visitor_id, channel=origin.channel, source=origin.source,
+        id=new_id(), lead_id=lead.id, visitor_id=origin.visitor_id, channel=origin.channel, source=origin.source,
         medium=origin.medium, campaign=origin.campaign, content=origin.content, term=origin.term,
         referrer=origin.referrer, landing_page=origin.landing_page, occurred_at=occurred_at,
     )
     session.add(touchpoint)
-    await session.flush()
     activity = Activity(
-        lead_id=lead.id, visitor_id=origin.visitor_id, type=activity_type, touchpoint_id=touchpoint.id,
+        id=new_id(), lead_id=lead.id, visitor_id=origin.visitor_id, type=activity_type, touchpoint_id=touchpoint.id,
         data=activity_data or {}, occurred_at=occurred_at,
     )
     session.add(activity)
@@ -213,6 +227,9 @@ async def stitch_visitor(session: AsyncSession, visitor_id: str, lead_id: uuid.U
     elif known.lead_id != lead_id:
         # The browser now belongs to someone else (a shared computer): newer identity wins.
         known.lead_id = lead_id
+    else:
+        return  # already stitched: later events of this visitor carry the lead id themselves
+    await session.flush()  # the lead must exist before rows point at it
     for table in (Touchpoint, Activity):
         await session.execute(
             update(table)

@@ -39,6 +39,7 @@ from leads.intake.forms import (
     form_out,
     get_form,
     list_forms,
+    live_forms,
     normalize_origin,
     update_form,
 )
@@ -74,17 +75,20 @@ async def read(form_key: str, session: SessionDep, _key: Marketer) -> FormOut:
 
 @router.patch("/{form_key}", response_model=FormOut)
 async def update(
-    form_key: str, session: SessionDep, _key: Marketer, changes: Annotated[dict[str, Any], Body()]
+    form_key: str, request: Request, session: SessionDep, _key: Marketer,
+    changes: Annotated[dict[str, Any], Body()],
 ) -> FormOut:
     form = await update_form(session, form_key, changes)
     await session.commit()
+    live_forms(request.app.state).forget(form_key)
     return form_out(form)
 
 
 @router.post("/{form_key}/archive", response_model=FormOut)
-async def archive(form_key: str, session: SessionDep, _key: Marketer) -> FormOut:
+async def archive(form_key: str, request: Request, session: SessionDep, _key: Marketer) -> FormOut:
     form = await archive_form(session, form_key)
     await session.commit()
+    live_forms(request.app.state).forget(form_key)
     return form_out(form)
 
 
@@ -106,9 +110,9 @@ async def submit(form_key: str, request: Request, session: SessionDep, settings:
                 "post the form as urlencoded, multipart/form-data or JSON", field="content-type"
             )
         body = await read_body(request, settings.max_form_bytes)
-        form = await get_form(session, form_key, live_only=True)
+        form = await live_forms(request.app.state).get(session, form_key)
         cors = _cors_headers(form, request, settings)
-        values = await _parse(media, request, body)
+        values = await parse_form_body(media, request, body)
         if is_honeypot_hit(form, values):
             INTAKE_REJECTED.labels("form", "honeypot").inc()
             return _success(form, wants_json, str(new_id()), cors)
@@ -134,7 +138,7 @@ async def submit(form_key: str, request: Request, session: SessionDep, settings:
 @router.options("/{form_key}/submit", include_in_schema=False)
 async def preflight(form_key: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """CORS preflight for JSON posts: answered only for origins the form allows."""
-    form = await get_form(session, form_key, live_only=True)
+    form = await live_forms(request.app.state).get(session, form_key)
     origin = request.headers.get("origin", "")
     if not origin or not _origin_allowed(form, origin, request, settings):
         raise Forbidden("this origin may not post to the form", field="origin")
@@ -191,7 +195,7 @@ async def thanks(form_key: str) -> HTMLResponse:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-async def _parse(media: str, request: Request, body: bytes) -> dict[str, Any]:
+async def parse_form_body(media: str, request: Request, body: bytes) -> dict[str, Any]:
     """The posted values by name; for repeated names the last one wins (hidden+checkbox idiom)."""
     if media == "application/json":
         try:

@@ -5,6 +5,7 @@ create / list / read / update / archive services behind /v1/forms.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -220,7 +221,7 @@ async def check_definition(session: AsyncSession, form: FormIn) -> None:
         raise Invalid("double opt-in needs a consent and an email field", field="double_opt_in")
 
 
-def _apply(form: Form, body: FormIn) -> None:
+def apply_definition(form: Form, body: FormIn) -> None:
     form.name = body.name or body.key
     form.fields = [f.model_dump(exclude_none=True) for f in body.fields]
     form.success_url = body.success_url
@@ -268,7 +269,7 @@ async def create_form(session: AsyncSession, body: FormIn) -> Form:
         raise Conflict(f"a form with key '{body.key}' exists", field="key")
     now = clock.now()
     form = Form(key=body.key, created_at=now, updated_at=now)
-    _apply(form, body)
+    apply_definition(form, body)
     session.add(form)
     try:
         await session.flush()
@@ -293,6 +294,37 @@ async def get_form(session: AsyncSession, key: str, live_only: bool = False) -> 
     return form
 
 
+class LiveForms:
+    """Live form definitions for the public submit path, kept for a few seconds so a busy form
+    costs no query per post. Edits made through this app show at once; edits made in another
+    process within `seconds`. One per application (app.state), so tests never share it."""
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self.seconds = seconds
+        self._forms: dict[str, tuple[float, Form]] = {}
+
+    async def get(self, session: AsyncSession, key: str) -> Form:
+        cached = self._forms.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.seconds:
+            return cached[1]
+        form = await get_form(session, key, live_only=True)
+        session.expunge(form)  # a detached copy: never expired by the request's commit or rollback
+        if len(self._forms) > 10_000:
+            self._forms.clear()
+        self._forms[key] = (now, form)
+        return form
+
+    def forget(self, key: str) -> None:
+        self._forms.pop(key, None)
+
+
+def live_forms(state: Any) -> LiveForms:
+    if not hasattr(state, "live_forms"):
+        state.live_forms = LiveForms()
+    return state.live_forms  # type: ignore[no-any-return]
+
+
 async def update_form(session: AsyncSession, key: str, changes: dict[str, Any]) -> Form:
     """Apply the sent keys of a definition; the merged result is validated as a whole."""
     form = await get_form(session, key)
@@ -304,7 +336,7 @@ async def update_form(session: AsyncSession, key: str, changes: dict[str, Any]) 
     except ValidationError as exc:
         raise invalid_from(exc) from None
     await check_definition(session, body)
-    _apply(form, body)
+    apply_definition(form, body)
     form.updated_at = clock.now()
     await session.flush()
     return form

@@ -15,7 +15,6 @@ activity or event.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 import time
@@ -32,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Database, JSONType
+from core.db import Database, JSONType, lock_keys
 from core.errors import Invalid, NotFound, NurtureError
 from core.ids import new_id
 from core.logging import get_logger
@@ -491,7 +490,7 @@ class _Importer:
             # (no statistics yet) it scans every lead per batch. Custom plans cost ~1 ms.
             await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         if not self.options.dry_run:
-            await _lock_identities(session, [f"lead:{k}" for k in (*emails, *phones)])
+            await lock_keys(session, *[f"lead:{k}" for k in (*emails, *phones)])
         book = await self.load(session, emails, phones)
         erased = await self.erased(session, emails, phones)
         outcome = _Outcome()
@@ -657,24 +656,6 @@ def _one_of(session: AsyncSession, column: Any, values: list[Any]) -> Any:
 
 def _event(name: str, payload: dict[str, Any], at: datetime) -> dict[str, Any]:
     return {"id": new_id(), "name": name, "payload": payload, "created_at": at, "relayed_at": None}
-
-
-async def _lock_identities(session: AsyncSession, keys: list[str]) -> None:
-    """`core.db.lock_keys` for a whole batch in one round trip: the same keys and key ids, taken
-    in the same sorted order, so a form post for one of these emails waits for the batch."""
-    if session.get_bind().dialect.name != "postgresql" or not keys:
-        return
-    ids = [
-        int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "big", signed=True)
-        for k in sorted(set(keys))
-    ]
-    await session.execute(
-        text(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM "
-            "(SELECT k FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n) AS s"
-        ),
-        {"ids": ids},
-    )
 
 
 async def _write(

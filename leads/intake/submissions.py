@@ -169,7 +169,9 @@ async def submit_form(
     then the send-time consent check sees "not granted", which is what double opt-in means.
     """
     region = form.default_region or default_region
-    cleaned = clean_values(form, values, await custom_field_definitions(session), region)
+    wants_custom = any(str(f.get("lead_field") or "").startswith("custom.") for f in form.fields or [])
+    custom_defs = await custom_field_definitions(session) if wants_custom else {}
+    cleaned = clean_values(form, values, custom_defs, region)
     origin = Origin(
         channel=Channel.form,
         source=visit.utm.get("utm_source"), medium=visit.utm.get("utm_medium"),
