@@ -13,7 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NURTURE_", extra="ignore")
 
-    data_dir: Path = Field(default=Path(".nurture"), description="Where the SQLite file, keys and sockets live")
+    data_dir: Path = Field(default=Path(".nurture"), description="Where the SQLite file and generated keys live")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file in data_dir")
+    base_url: str = Field(default="http://127.0.0.1:8000", description="Public URL of this install (its own origin)")
     host: str = Field(default="127.0.0.1", description="Address the API listens on")
     port: int = Field(default=8000, description="Port the API listens on")
     secret_keys: str = Field(

@@ -79,3 +79,18 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise TooLarge(f"body is over {limit} bytes", field="body")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body, or Invalid naming the body."""
+    import json
+
+    from core.errors import Invalid
+
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Invalid("the body is not valid JSON", field="body") from None
+    if not isinstance(data, dict):
+        raise Invalid("the body must be a JSON object", field="body")
+    return data

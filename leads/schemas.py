@@ -122,8 +122,20 @@ class ConsentIn(BaseModel):
     wording: str | None = Field(default=None, max_length=10_000)
 
 
-class LeadIn(BaseModel):
-    """POST /v1/leads and PATCH bodies. Values are validated by `clean_profile`."""
+def _clean_tags(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    cleaned = []
+    for tag in value:
+        tag = tag.strip()
+        if not tag or len(tag) > 100 or "\x00" in tag:
+            raise ValueError("each tag must have 1 to 100 characters")
+        cleaned.append(tag)
+    return cleaned
+
+
+class ProfileIn(BaseModel):
+    """The profile a client may send; values are validated by `clean_profile`."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -143,6 +155,11 @@ class LeadIn(BaseModel):
     customer_status: str | None = None
     owner_id: uuid.UUID | None = None
     custom: dict[str, Any] | None = None
+
+
+class LeadIn(ProfileIn):
+    """POST /v1/leads."""
+
     tags: list[str] | None = None
     consent: list[ConsentIn] | None = None
     utm_source: str | None = Field(default=None, max_length=200)
@@ -153,18 +170,7 @@ class LeadIn(BaseModel):
     visitor_id: str | None = Field(default=None, max_length=64)
     region_hint: str | None = Field(default=None, max_length=2, description="Default phone region")
 
-    @field_validator("tags")
-    @classmethod
-    def _tags(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        cleaned = []
-        for tag in value:
-            tag = tag.strip()
-            if not tag or len(tag) > 100:
-                raise ValueError("each tag must have 1 to 100 characters")
-            cleaned.append(tag)
-        return cleaned
+    _tags = field_validator("tags")(_clean_tags)
 
     def profile(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in PROFILE_FIELDS if k in self.model_fields_set}
@@ -202,39 +208,9 @@ class LeadOut(BaseModel):
         return [getattr(t, "tag", t) for t in value]
 
 
-def _clean_tags(value: list[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    cleaned = []
-    for tag in value:
-        tag = tag.strip()
-        if not tag or len(tag) > 100 or "\x00" in tag:
-            raise ValueError("each tag must have 1 to 100 characters")
-        cleaned.append(tag)
-    return cleaned
-
-
-class LeadPatch(BaseModel):
+class LeadPatch(ProfileIn):
     """PATCH /v1/leads/{id}: only the keys sent change; null clears a value."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    email: str | None = None
-    phone: str | None = None
-    first_name: str | None = None
-    last_name: str | None = None
-    company: str | None = None
-    job_title: str | None = None
-    industry: str | None = None
-    company_size: str | None = None
-    country: str | None = None
-    region: str | None = None
-    city: str | None = None
-    timezone: str | None = None
-    birthday: str | None = None
-    customer_status: str | None = None
-    owner_id: uuid.UUID | None = None
-    custom: dict[str, Any] | None = None
     tags: list[str] | None = Field(default=None, description="Replace all tags")
     tags_add: list[str] | None = None
     tags_remove: list[str] | None = None

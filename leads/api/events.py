@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -11,10 +10,10 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from core.auth import Scope
-from core.errors import Invalid, NurtureError, RateLimited, UnsupportedMediaType
+from core.errors import NurtureError, RateLimited, UnsupportedMediaType
 from core.ratelimit import retry_after, window_for
 from core.text import check_text
-from core.web import SessionDep, SettingsDep, client_ip, read_body, require_scope
+from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
 from leads.intake import invalid_from
 from leads.intake.events import EventIn, record_event
 
@@ -47,12 +46,7 @@ async def post_event(request: Request, session: SessionDep, settings: SettingsDe
         if media not in EVENT_TYPES:
             raise UnsupportedMediaType("post the event as JSON", field="content-type")
         body = await read_body(request, MAX_EVENT_BYTES)
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise Invalid("the body is not valid JSON", field="body") from None
-        if not isinstance(data, dict):
-            raise Invalid("the body must be a JSON object", field="body")
+        data = parse_json_object(body)
         try:
             event = EventIn.model_validate(data)
         except ValidationError as exc:

@@ -30,7 +30,7 @@ from core.ids import new_id
 from core.metrics import INTAKE_REJECTED
 from core.ratelimit import retry_after, window_for
 from core.settings import Settings
-from core.web import SessionDep, SettingsDep, client_ip, read_body, require_scope
+from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
 from leads.intake.forms import (
     FormIn,
     FormOut,
@@ -198,13 +198,7 @@ async def thanks(form_key: str) -> HTMLResponse:
 async def parse_form_body(media: str, request: Request, body: bytes) -> dict[str, Any]:
     """The posted values by name; for repeated names the last one wins (hidden+checkbox idiom)."""
     if media == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
-            raise Invalid("the body is not valid JSON", field="body") from None
-        if not isinstance(data, dict):
-            raise Invalid("the body must be a JSON object", field="body")
-        return data
+        return parse_json_object(body)
     if media == "multipart/form-data":
         async def stream() -> Any:
             yield body
