@@ -194,7 +194,8 @@ def import_leads(
     from sqlalchemy.exc import SQLAlchemyError
 
     from leads.intake.csvfile import parse_mapping
-    from leads.intake.importer import ImportOptions, RowError, import_file
+    from leads.intake.import_rows import ImportOptions, RowError
+    from leads.intake.importer import import_file
 
     settings = get_settings()
     shown: list[RowError] = []

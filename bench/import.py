@@ -27,7 +27,8 @@ from _data import write_leads_csv  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from core.db import Database  # noqa: E402
-from leads.intake.importer import ImportOptions, import_file  # noqa: E402
+from leads.intake.import_rows import ImportOptions  # noqa: E402
+from leads.intake.importer import import_file  # noqa: E402
 from migrations import upgrade  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"

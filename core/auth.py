@@ -18,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from core import clock
 from core.db import Base, IdMixin
 from core.errors import Conflict, Forbidden, Invalid, Unauthorized
+from core.text import check_text
 
 
 class Role(StrEnum):
@@ -110,6 +111,7 @@ async def create_api_key(
     session: AsyncSession, name: str, scopes: list[str], user: User | None = None
 ) -> tuple[ApiKey, str]:
     """Returns the stored key and the raw secret, which is shown once and never stored."""
+    check_text(name, "name")
     known = {s.value for s in Scope}
     unknown = [s for s in scopes if s not in known]
     if unknown or not scopes:

@@ -41,7 +41,7 @@ def clean_definition(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(label, str) or not label.strip() or len(label.strip()) > 200:
         raise Invalid("must be a label of 1 to 200 characters", field="label")
     kind = raw.get("type")
-    if kind not in {t.value for t in CustomFieldType}:
+    if not isinstance(kind, str) or kind not in {t.value for t in CustomFieldType}:
         raise Invalid(f"must be one of {', '.join(CustomFieldType)}", field="type")
     required = raw.get("required", False)
     if not isinstance(required, bool):

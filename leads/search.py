@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import clock
 from core.errors import Invalid
 from core.text import check_text
 from leads.fields import coerce, definitions
@@ -64,9 +65,10 @@ def parse_datetime(value: str, field: str, end_of_day: bool = False) -> datetime
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return start + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else start
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        # Converted now: 0001-01-01T00:00+01:00 has no UTC value and would fail in the query.
+        return clock.as_utc(parsed) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise Invalid("must be a date (YYYY-MM-DD) or an ISO 8601 time", field=field) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def parse_filter(

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
-from core.errors import NotFound
+from core.errors import Invalid, NotFound
 from core.ids import new_id
 from core.metrics import LEADS_CREATED
 from core.outbox import emit
@@ -147,6 +147,8 @@ async def record_intake(
     check_text([c.model_dump() for c in consents or []], "consent")
     check_text(activity_data or {}, "data")
     custom = await validate_custom(session, custom or {})
+    if owner_id is not None:
+        await check_owner(session, owner_id)
     await lock_keys(session, *(f"lead:{k}" for k in (email, phone, origin.visitor_id) if k))
     occurred_at = origin.occurred_at or clock.now()
 
@@ -211,6 +213,14 @@ async def record_intake(
     return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity, events=events)
 
 
+async def check_owner(session: AsyncSession, owner_id: uuid.UUID) -> None:
+    """Invalid naming owner_id unless it is a user's id (the foreign key would fail at flush)."""
+    from core.auth import User
+
+    if await session.get(User, owner_id) is None:
+        raise Invalid(f"no user {owner_id}", field="owner_id")
+
+
 def _apply_profile(lead: Lead, profile: dict[str, Any], overwrite: bool) -> None:
     for key, value in profile.items():
         if value is None:
@@ -249,10 +259,7 @@ async def update_lead(
     `changes` holds only what the client sent: profile fields, `custom` (a None value removes
     the key), `tags` (replace) or `tags_add`/`tags_remove`, `owner_id`.
     """
-    from sqlalchemy import func as sql_func
-
-    from core.auth import User
-    from core.errors import Conflict, Invalid
+    from core.errors import Conflict
     from leads.schemas import PROFILE_FIELDS, clean_profile
 
     if lead.erased_at is not None:
@@ -274,10 +281,8 @@ async def update_lead(
 
     if "owner_id" in changes and changes["owner_id"] != lead.owner_id:
         owner = changes["owner_id"]
-        if owner is not None and await session.scalar(
-            select(sql_func.count()).select_from(User).where(User.id == owner)
-        ) == 0:
-            raise Invalid(f"no user {owner}", field="owner_id")
+        if owner is not None:
+            await check_owner(session, owner)
         lead.owner_id = owner
         changed.append("owner_id")
 

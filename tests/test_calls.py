@@ -193,6 +193,17 @@ async def test_caller_that_is_not_a_phone_number_gets_422_naming_caller_and_no_l
     assert await count(db, Lead) == 0
 
 
+async def test_call_time_with_no_utc_value_gets_422_naming_started_at_and_no_lead(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    resp = await post_call(
+        client, {"caller": "+79123456789", "status": "answered", "started_at": "0001-01-01T00:00:01+02:00"}
+    )
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "started_at"
+    assert await count(db, Lead) == 0
+
+
 async def test_call_with_wrong_content_type_gets_415_and_oversized_body_413(client: httpx.AsyncClient) -> None:
     body = b"<call caller='+79123456789'/>"
     resp = await client.post("/v1/calls", content=body, headers=signed(body, "application/xml"))
@@ -219,6 +230,17 @@ async def test_tracking_numbers_list_delete_and_duplicates_get_409(client: httpx
 
     reader = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
     assert (await client.get("/v1/tracking-numbers", headers=reader)).status_code == 403
+
+
+async def test_tracking_number_with_a_nul_character_gets_422_naming_the_field_and_is_not_added(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    key = {"authorization": f"Bearer {await make_key(db, 'forms:write')}"}
+    for field in ("campaign", "source", "medium", "label"):
+        resp = await client.post("/v1/tracking-numbers", json={"number": "+74951234567", field: "a\x00b"}, headers=key)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == field
+    assert (await client.get("/v1/tracking-numbers", headers=key)).json()["items"] == []
 
 
 FIELDS = ["caller", "tracking_number", "status", "duration", "started_at", "recording_url", "call_id"]

@@ -108,6 +108,15 @@ async def test_api_key_with_unknown_scope_is_refused_naming_scopes(
     assert resp.json()["error"]["field"] == "scopes"
 
 
+async def test_api_key_named_with_a_nul_character_is_refused_naming_name_and_not_created(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    resp = await client.post("/v1/api-keys", json={"name": "site\x00", "scopes": ["leads:read"]}, headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "name"
+    assert len((await client.get("/v1/api-keys", headers=admin_headers)).json()) == 1  # the admin's own key
+
+
 async def test_migrations_create_exactly_the_models(db: Database) -> None:
     def diff(connection):  # type: ignore[no-untyped-def]
         context = MigrationContext.configure(connection, opts={"compare_type": False})

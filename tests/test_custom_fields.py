@@ -60,6 +60,16 @@ async def test_bad_definition_is_422_naming_the_field(
     assert resp.json()["error"]["field"] == field
 
 
+@pytest.mark.parametrize("kind", [["text"], {"text": 1}, 5, None])
+async def test_type_that_is_not_text_is_422_naming_type_and_defines_nothing(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], kind: object
+) -> None:
+    resp = await client.post("/v1/custom-fields", json={"key": "a", "label": "x", "type": kind}, headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "type"
+    assert (await client.get("/v1/custom-fields", headers=admin_headers)).json() == []
+
+
 async def test_defining_fields_needs_forms_write(client: httpx.AsyncClient, db: Database) -> None:
     from tests.conftest import make_key
 

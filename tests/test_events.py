@@ -137,6 +137,17 @@ async def test_bad_events_get_4xx_naming_the_field(client: httpx.AsyncClient, db
     assert await count(db, Activity) == 0
 
 
+async def test_event_time_with_no_utc_value_gets_422_naming_occurred_at(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    headers = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
+    for at in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        resp = await client.post("/v1/events", json=page_view(occurred_at=at), headers=headers)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == "occurred_at"
+    assert await count(db, Activity) == 0
+
+
 async def test_too_many_events_from_one_address_get_429(
     client: httpx.AsyncClient, settings: Settings, frozen_now: Any
 ) -> None:

@@ -21,7 +21,8 @@ from core.db import Database
 from core.outbox import OutboxEvent
 from core.settings import Settings
 from leads.api.imports import running_imports
-from leads.intake.importer import ImportOptions, import_file
+from leads.intake.import_rows import ImportOptions
+from leads.intake.importer import import_file
 from leads.models import Activity, CustomField, ImportRun, Lead, Touchpoint
 from leads.privacy import erase_lead
 from leads.schemas import clean_profile
@@ -428,6 +429,29 @@ async def test_upload_errors_name_the_problem(client: httpx.AsyncClient, app: Fa
     assert (bad_flag.status_code, bad_flag.json()["error"]["field"]) == (422, "dry_run")
     assert (too_big.status_code, too_big.json()["error"]["field"]) == (413, "file")
     assert await count(db, ImportRun) == 0 and await count(db, Lead) == 0
+
+
+async def test_upload_with_a_nul_in_a_tag_gets_422_naming_tags_and_imports_nothing(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    csv_file = {"file": ("a.csv", b"email\na@example.com\n", "text/csv")}
+    resp = await client.post("/v1/imports", headers=await import_headers(db), files=csv_file, data={"tags": "vip\x00"})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "tags.0"
+    assert await count(db, ImportRun) == 0 and await count(db, Lead) == 0
+
+
+async def test_upload_whose_file_name_holds_a_nul_imports_under_the_name_without_it(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    body = (
+        b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="\xd0\xbb\xd0\xb8\x00\xd0\xb4.csv"\r\n'
+        b"Content-Type: text/csv\r\n\r\nemail\na@example.com\n\r\n--b0undary--\r\n"
+    )
+    headers = {**await import_headers(db), "content-type": "multipart/form-data; boundary=b0undary"}
+    resp = await client.post("/v1/imports", headers=headers, content=body)
+    assert resp.status_code == 201, resp.text
+    assert (resp.json()["filename"], resp.json()["created"]) == ("лид.csv", 1)
 
 
 async def test_imports_need_the_import_scope(client: httpx.AsyncClient, db: Database) -> None:

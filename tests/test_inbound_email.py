@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from core.db import Database
 from core.outbox import OutboxEvent
 from core.settings import Settings
-from leads.intake.email import accept_email, classify, receive_email
+from leads.intake.email import accept_email, receive_email
+from leads.intake.mail.kind import classify
 from leads.models import Activity, InboundEmail, Lead, Touchpoint
 from tests.conftest import make_key
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +60,18 @@ async def test_bad_email_gets_422_naming_the_field_and_no_lead(
     assert resp.json()["error"]["field"] == "email"
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+
+
+async def test_create_with_an_owner_who_is_no_user_gets_422_naming_owner_id_and_no_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    body = {"email": "a@example.com", "owner_id": str(uuid.UUID(int=5))}
+    resp = await client.post("/v1/leads", json=body, headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "owner_id"
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+        assert await session.scalar(select(func.count()).select_from(OutboxEvent)) == 0
 
 
 async def test_missing_key_is_401_and_wrong_scope_is_403(client: httpx.AsyncClient, db: Database) -> None:
@@ -178,6 +192,39 @@ async def test_bad_list_filter_gets_422_naming_it(
     resp = await client.get("/v1/leads", params=params, headers=admin_headers)
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"created_from": "0001-01-01T00:00:00+01:00"}, "created_from"),
+        ({"created_to": "9999-12-31T23:59:59-05:00"}, "created_to"),
+    ],
+)
+async def test_list_filter_time_with_no_utc_value_gets_422_naming_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], params: dict[str, str], field: str
+) -> None:
+    resp = await client.get("/v1/leads", params=params, headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        json.dumps(["0001-01-01T00:00:00+01:00", str(uuid.UUID(int=1))]).encode(),  # a time with no UTC value
+        b"[" * 5000,  # nested deeper than the JSON parser recurses
+    ],
+)
+async def test_forged_cursor_gets_422_naming_cursor(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], payload: bytes
+) -> None:
+    cursor = base64.urlsafe_b64encode(payload).decode()
+    lead = await _lead(client, admin_headers, email="a@example.com")
+    for path in ("/v1/leads", f"/v1/leads/{lead['id']}/activities"):
+        resp = await client.get(path, params={"cursor": cursor}, headers=admin_headers)
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == "cursor"
 
 
 # --- PATCH, notes, consents, timeline ---------------------------------------------------------

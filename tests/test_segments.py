@@ -101,6 +101,19 @@ async def test_bad_filter_is_422_naming_its_path(
     assert (await client.get("/v1/segments", headers=admin_headers)).json() == []
 
 
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_filter_time_with_no_utc_value_is_422_naming_the_value(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], value: str
+) -> None:
+    condition = {"field": "created_at", "op": "gt", "value": value}
+    preview = await client.post("/v1/segments/preview", json={"filter": condition}, headers=admin_headers)
+    assert preview.status_code == 422, preview.text
+    assert preview.json()["error"]["field"] == "filter.value"
+    saved = await client.post("/v1/segments", json={"name": "Древние", "filter": condition}, headers=admin_headers)
+    assert saved.status_code == 422, saved.text
+    assert (await client.get("/v1/segments", headers=admin_headers)).json() == []
+
+
 async def test_refresh_emits_entered_and_left_exactly_for_the_differences(
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
 ) -> None:

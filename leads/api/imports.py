@@ -21,8 +21,10 @@ from core.db import Database
 from core.errors import Invalid, NotFound, TooLarge, UnsupportedMediaType
 from core.ids import new_id, parse_id
 from core.logging import get_logger
+from core.text import check_text, scrub
 from core.web import SessionDep, SettingsDep, require_scope
-from leads.intake.importer import ImportOptions, run_import, start_import
+from leads.intake.import_rows import ImportOptions
+from leads.intake.importer import run_import, start_import
 from leads.models import ImportRun
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
@@ -121,7 +123,8 @@ async def upload_import(
     if not isinstance(upload, UploadFile):
         raise Invalid("send the CSV as a multipart file in the field 'file'", field="file")
     options = _options(form)
-    filename = Path(upload.filename or "upload.csv").name[:500] or "upload.csv"
+    # Kept as the browser sent it, minus what PostgreSQL cannot store (NUL).
+    filename = scrub(Path(upload.filename or "upload.csv").name)[:500] or "upload.csv"
     folder = settings.data_dir / "imports"
     path = folder / f"{new_id()}.csv"
     lines = await _save(upload, path, limit)
@@ -238,6 +241,7 @@ def _options(form: FormData) -> ImportOptions:
         ):
             raise Invalid("must be a JSON object of column names to field names", field="mapping")
     tags = [value for value in form.getlist("tags") if isinstance(value, str)]
+    check_text(tags, "tags")  # stored with the run's options; PostgreSQL refuses NUL
     return ImportOptions(
         mapping=mapping, dry_run=_flag(form, "dry_run"), region=_text(form, "region"), tags=tags,
         source=_text(form, "source"), campaign=_text(form, "campaign"), overwrite=_flag(form, "overwrite"),

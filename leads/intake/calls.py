@@ -22,6 +22,7 @@ from core import clock
 from core.db import lock_keys
 from core.errors import Conflict, Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from core.outbox import emit
+from core.text import check_text
 from core.tokens import constant_time_equal, hmac_sha256
 from leads.models import Activity, Channel, TrackingNumber
 from leads.schemas import normalize_phone
@@ -60,6 +61,7 @@ async def create_tracking_number(
     medium: str | None = None, label: str | None = None,
 ) -> TrackingNumber:
     """Publish `number` for a campaign; 409 if it is already tracked."""
+    check_text({"campaign": campaign, "source": source, "medium": medium, "label": label})
     e164 = normalize_phone(number, region, field="number")
     await lock_keys(session, f"tracking-number:{e164}")
     if await session.scalar(select(TrackingNumber.id).where(TrackingNumber.number == e164)) is not None:
@@ -260,9 +262,9 @@ def _started_at(value: Any) -> datetime:
             started = started if started.tzinfo else started.replace(tzinfo=UTC)  # PBXes mostly log UTC
         else:
             raise ValueError
+        started = clock.as_utc(started)  # overflows for 0001-01-01T00:00+02:00
     except (ValueError, OverflowError, OSError):
         raise Invalid("must be ISO 8601 (2026-03-02T09:30:00Z) or unix seconds", field="started_at") from None
-    started = clock.as_utc(started)
     if started > clock.now() + timedelta(days=1) or started.year < 2000:
         raise Invalid("is not a plausible call time", field="started_at")
     return started

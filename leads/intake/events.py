@@ -58,7 +58,10 @@ class EventIn(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else clock.as_utc(value)
+        try:
+            return None if value is None else clock.as_utc(value)
+        except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC value; pydantic reports only ValueError
+            raise ValueError("is out of range") from None
 
 
 async def record_event(session: AsyncSession, event: EventIn, ip: str | None, trusted: bool) -> Activity | None:
