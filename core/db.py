@@ -75,7 +75,18 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def async_url(url: str) -> str:
+    """The URL with an async driver: postgresql:// (as tools write it) means asyncpg,
+    sqlite:// means aiosqlite."""
+    parsed = make_url(url)
+    driver = {"postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
+    if parsed.drivername in driver:
+        parsed = parsed.set(drivername=driver[parsed.drivername])
+    return parsed.render_as_string(hide_password=False)
+
+
 def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
+    url = async_url(url)
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":

@@ -58,11 +58,18 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
 
 
 def client_ip(request: Request, settings: Settings) -> str:
-    """The caller's address; X-Forwarded-For is believed only from configured proxies."""
+    """The caller's address. X-Forwarded-For is believed only from configured proxies, and read
+    from the right: the first address that is not one of our proxies is the client (anything
+    further left was written by the client and can be forged)."""
     peer = request.client.host if request.client else ""
+    proxies = settings.trusted_proxy_set()
     forwarded = request.headers.get("x-forwarded-for")
-    if forwarded and peer in settings.trusted_proxy_set():
-        return forwarded.split(",")[0].strip()
+    if not forwarded or peer not in proxies:
+        return peer
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in proxies:
+            return hop[:64]
     return peer
 
 

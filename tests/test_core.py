@@ -125,3 +125,30 @@ async def test_migrations_create_exactly_the_models(db: Database) -> None:
     async with db.engine.connect() as conn:
         changes = await conn.run_sync(diff)
     assert changes == [], f"models and migrations differ; run `make migration m=...`: {changes}"
+
+
+def test_postgres_urls_as_tools_write_them_use_the_async_driver() -> None:
+    from core.db import async_url
+
+    assert async_url("postgresql://u@h/db").startswith("postgresql+asyncpg://")
+    assert async_url("postgres://u:p@h/db") == "postgresql+asyncpg://u:p@h/db"
+    assert async_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    assert async_url("postgresql+asyncpg://u@h/db") == "postgresql+asyncpg://u@h/db"
+
+
+def test_forwarded_for_is_read_from_the_right_and_only_behind_a_trusted_proxy() -> None:
+    from starlette.requests import Request
+
+    from core.settings import Settings
+    from core.web import client_ip
+
+    def request(peer: str, forwarded: str) -> Request:
+        headers = [(b"x-forwarded-for", forwarded.encode())]
+        return Request({"type": "http", "headers": headers, "client": (peer, 1234)})
+
+    behind = Settings(trusted_proxies="10.0.0.1,10.0.0.2", secret_keys="k")
+    # The client wrote "1.1.1.1" itself; the proxy appended the real address.
+    assert client_ip(request("10.0.0.1", "1.1.1.1, 198.51.100.9"), behind) == "198.51.100.9"
+    assert client_ip(request("10.0.0.1", "198.51.100.9, 10.0.0.2"), behind) == "198.51.100.9"
+    # Not from a trusted proxy: the header is ignored.
+    assert client_ip(request("203.0.113.5", "1.1.1.1"), behind) == "203.0.113.5"
