@@ -116,6 +116,8 @@ def main() -> None:
     for kind in args.databases.split(","):
         r = results[kind]
         summary[f"{kind}_per_s"] = r["leads_per_s"]
+        summary[f"{kind}_closed_loop_p50_ms"] = r["closed_loop"]["p50_ms"]
+        summary[f"{kind}_closed_loop_p99_ms"] = r["closed_loop"]["p99_ms"]
         summary[f"{kind}_vs_bare"] = round(r["leads_per_s"] / bare, 3) if bare else None
         summary[f"{kind}_open_loop_p50_ms"] = r["open_loop"]["p50_ms"]
         summary[f"{kind}_open_loop_p99_ms"] = r["open_loop"]["p99_ms"]

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     default_region: str = Field(default="RU", description="Phone region used when a number has no country code")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR")
     log_json: bool = Field(default=True, description="JSON log lines (false: human-readable)")
-    form_rate_limit: int = Field(default=30, description="Form posts per IP per minute")
+    form_rate_limit: int = Field(default=30, description="Posts to one form from one IP per minute (per API process)")
     max_form_bytes: int = Field(default=1024 * 1024, description="Largest form post (413 above)")
     max_email_bytes: int = Field(default=25 * 1024 * 1024, description="Largest inbound email (413 above)")
     max_import_bytes: int = Field(default=200 * 1024 * 1024, description="Largest CSV upload (413 above)")
