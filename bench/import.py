@@ -12,59 +12,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _data import write_leads_csv  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from _harness import scratch_database  # noqa: E402
 
 from core.db import Database  # noqa: E402
 from leads.intake.import_rows import ImportOptions  # noqa: E402
 from leads.intake.importer import import_file  # noqa: E402
-from migrations import upgrade  # noqa: E402
-
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def _admin(url: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def bench(database: str, rows: int, tmp: Path) -> dict[str, object]:
-    csv_path = tmp / "leads.csv"
-    write_leads_csv(csv_path, rows)
-    admin = make_url(os.environ.get("NURTURE_BENCH_DATABASE_URL", DEFAULT_PG)).set(drivername="postgresql")
-    name = f"nurture_bench_{uuid.uuid4().hex[:10]}"
-    if database == "postgresql":
-        admin_url = admin.render_as_string(hide_password=False)
-        await _admin(admin_url, f'CREATE DATABASE "{name}"')
-        url = admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite+aiosqlite:///{tmp / 'bench.db'}"
+async def bench(url: str, database: str, csv_path: Path) -> dict[str, object]:
     db = Database(url)
     try:
-        await upgrade(db.engine)
         started = time.perf_counter()
         run = await import_file(db, csv_path, ImportOptions(), ["bench-secret"], default_region="RU")
         seconds = time.perf_counter() - started
     finally:
         await db.dispose()
-        if database == "postgresql":
-            await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if run.status != "done":
         raise SystemExit(f"import {run.status}: {run.details.get('message')}")
     return {
@@ -80,7 +50,10 @@ def main() -> None:
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        print(json.dumps(asyncio.run(bench(args.database, args.rows, Path(tmp)))))
+        csv_path = Path(tmp) / "leads.csv"
+        write_leads_csv(csv_path, args.rows)
+        with scratch_database(args.database) as url:
+            print(json.dumps(asyncio.run(bench(url, args.database, csv_path))), flush=True)
 
 
 if __name__ == "__main__":
