@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
@@ -18,7 +18,9 @@ from leads.models import (
     CustomerStatus,
     InboundEmail,
     Lead,
+    LeadAlias,
     LeadTag,
+    Segment,
     SegmentMember,
     Touchpoint,
     Visitor,
@@ -43,7 +45,8 @@ async def merge_leads(session: AsyncSession, survivor_id: uuid.UUID, other_id: u
 
     The survivor keeps its own values; its empty profile fields are filled from the other, and
     custom values merge with the survivor winning. The other keeps a row pointing at the survivor
-    (with email and phone cleared, so the unique email stays unique) so old ids still resolve.
+    (with email and phone cleared, so the unique email stays unique) so old ids still resolve, and
+    an email or phone the survivor did not take becomes an alias that still finds the survivor.
     """
     if survivor_id == other_id:
         raise Invalid("a lead cannot be merged into itself", field="other_id")
@@ -71,6 +74,9 @@ async def merge_leads(session: AsyncSession, survivor_id: uuid.UUID, other_id: u
     if survivor.owner_id is None and other.owner_id is not None:
         survivor.owner_id = other.owner_id
         filled.append("owner_id")
+    for kind in ("email", "phone"):
+        if taken[kind] and getattr(survivor, kind) != taken[kind]:
+            session.add(LeadAlias(merged_id=other.id, kind=kind, value=taken[kind], lead_id=survivor.id))
     custom: dict[str, Any] = {**(other.custom or {})}
     custom.update({k: v for k, v in (survivor.custom or {}).items() if v is not None})
     survivor.custom = custom
@@ -81,16 +87,11 @@ async def merge_leads(session: AsyncSession, survivor_id: uuid.UUID, other_id: u
 
     for table in (Touchpoint, Activity, Consent, Visitor, InboundEmail):
         await session.execute(update(table).where(table.lead_id == other.id).values(lead_id=survivor.id))
-    # Leads merged into the other earlier now point straight at the survivor.
+    # Leads merged into the other earlier now point straight at the survivor, and so do their
+    # old addresses.
     await session.execute(update(Lead).where(Lead.merged_into_id == other.id).values(merged_into_id=survivor.id))
-    memberships = list(await session.scalars(select(SegmentMember).where(SegmentMember.lead_id == other.id)))
-    kept = set(
-        await session.scalars(select(SegmentMember.segment_id).where(SegmentMember.lead_id == survivor.id))
-    )
-    for member in memberships:
-        if member.segment_id not in kept:
-            session.add(SegmentMember(segment_id=member.segment_id, lead_id=survivor.id, entered_at=member.entered_at))
-        await session.delete(member)
+    await session.execute(update(LeadAlias).where(LeadAlias.lead_id == other.id).values(lead_id=survivor.id))
+    await _move_memberships(session, other.id, survivor.id)
 
     now = clock.now()
     survivor.updated_at = now
@@ -103,3 +104,28 @@ async def merge_leads(session: AsyncSession, survivor_id: uuid.UUID, other_id: u
     await session.flush()
     await emit(session, "lead.merged", {"survivor_id": survivor.id, "merged_id": other.id, "filled": filled})
     return survivor
+
+
+async def _move_memberships(session: AsyncSession, other_id: uuid.UUID, survivor_id: uuid.UUID) -> None:
+    """The survivor takes the other's segment memberships. Where both were members, the segment
+    now counts one person fewer: the other leaves it (announced, as a refresh would)."""
+    memberships = list(await session.scalars(select(SegmentMember).where(SegmentMember.lead_id == other_id)))
+    if not memberships:
+        return
+    # Same lock as a refresh, so the count it writes and this change do not cross.
+    await lock_keys(session, *(f"segment:{m.segment_id}" for m in memberships))
+    kept = set(await session.scalars(select(SegmentMember.segment_id).where(SegmentMember.lead_id == survivor_id)))
+    for member in sorted(memberships, key=lambda m: m.segment_id):
+        if member.segment_id in kept:
+            await leave_segment(session, member.segment_id, other_id, 1)
+        else:
+            session.add(SegmentMember(segment_id=member.segment_id, lead_id=survivor_id, entered_at=member.entered_at))
+        await session.delete(member)
+
+
+async def leave_segment(session: AsyncSession, segment_id: uuid.UUID, lead_id: uuid.UUID, members: int) -> None:
+    """Count `members` fewer in the segment and announce that `lead_id` left it (the caller has
+    taken the segment's lock and removes the membership rows)."""
+    fewer = case((Segment.member_count > members, Segment.member_count - members), else_=0)
+    await session.execute(update(Segment).where(Segment.id == segment_id).values(member_count=fewer))
+    await emit(session, "segment.left", {"segment_id": segment_id, "lead_id": lead_id})

@@ -64,6 +64,21 @@ class Lead(IdMixin, TimestampMixin, Base):
     __table_args__ = (Index("ix_leads_created", "created_at", "id"),)
 
 
+class LeadAlias(Base):
+    """An email or phone a lead had before it was merged into another: it still finds the lead
+    that lives on (`lead_id`), so the person writing from an old address is not a new lead."""
+
+    __tablename__ = "lead_aliases"
+
+    merged_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)  # email | phone
+    value: Mapped[str] = mapped_column(String(320))
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+    __table_args__ = (Index("ix_lead_aliases_value", "kind", "value"),)
+
+
 class LeadTag(Base):
     __tablename__ = "lead_tags"
 

@@ -2,14 +2,16 @@
 
 Erasure removes every personal value but keeps anonymous facts (the lead row with its channel and
 erased_at, touchpoints' source/medium/campaign and times, activity types and times, consent
-decisions without IPs) so reports still count the lead. It keeps keyed one-way hashes (HMAC with
-the server's secret) of the email and phone: enough to recognise the person if a CRM sync or an
-old CSV brings them back, which must not happen silently without a new consent.
+decisions without IPs, outbox events' names, ids and times) so reports still count the lead. It
+keeps keyed one-way hashes (HMAC with the server's secret) of the email and phone, and of those the
+person had on leads merged into theirs: enough to recognise them if a CRM sync or an old CSV
+brings them back, which must not happen silently without a new consent.
 """
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -17,13 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
-from core.outbox import emit
+from core.outbox import OutboxEvent, emit
 from core.tokens import hmac_sha256
+from leads.merge import leave_segment
 from leads.models import (
     Activity,
     Consent,
     InboundEmail,
     Lead,
+    LeadAlias,
     LeadTag,
     Segment,
     SegmentMember,
@@ -34,6 +38,10 @@ from leads.schemas import PROFILE_FIELDS
 
 # Kept after erasure: describe a market, not a person, and feed the reports.
 ANONYMOUS_FIELDS = frozenset({"country", "industry", "company_size", "customer_status"})
+# Outbox payload keys that name the lead: events carrying one of the erased ids are blanked.
+LEAD_KEYS = ("lead_id", "survivor_id", "merged_id")
+# Payload values that describe the event, not the person: kept beside ids and times.
+EVENT_FACTS = frozenset({"type", "channel", "campaign", "purpose", "form", "changed", "filled"})
 
 
 def identity_hash(secret: str, kind: str, value: str) -> str:
@@ -85,7 +93,8 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
     await session.execute(update(Lead).where(Lead.id.in_(ids)).values(**blank))
     await session.execute(delete(LeadTag).where(LeadTag.lead_id.in_(ids)))
     await session.execute(delete(Visitor).where(Visitor.lead_id.in_(ids)))
-    await session.execute(delete(SegmentMember).where(SegmentMember.lead_id.in_(ids)))
+    await _forget_aliases(session, ids, secrets[0])
+    await _leave_segments(session, ids)
     await session.execute(
         update(Touchpoint).where(Touchpoint.lead_id.in_(ids)).values(
             visitor_id=None, referrer=None, landing_page=None, content=None, term=None
@@ -99,6 +108,7 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
             mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}
         )
     )
+    await _blank_events(session, ids)
     now = clock.now()
     await session.execute(update(Lead).where(Lead.id.in_(ids), Lead.erased_at.is_(None)).values(erased_at=now))
     if first_time:
@@ -108,6 +118,74 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
     # The bulk UPDATEs bypassed the identity map: reload so the caller sees the erased row.
     await session.refresh(lead)
     return first_time
+
+
+async def _forget_aliases(session: AsyncSession, ids: list[uuid.UUID], secret: str) -> None:
+    """Old emails and phones of the leads merged into this one go; each leaves its keyed hash on
+    the merged lead's row, so find_erased still recognises it."""
+    aliases = list(await session.scalars(select(LeadAlias).where(LeadAlias.lead_id.in_(ids))))
+    for alias in aliases:
+        column = "erased_email_hash" if alias.kind == "email" else "erased_phone_hash"
+        hashed = identity_hash(secret, alias.kind, alias.value)
+        await session.execute(update(Lead).where(Lead.id == alias.merged_id).values({column: hashed}))
+    await session.execute(delete(LeadAlias).where(LeadAlias.lead_id.in_(ids)))
+
+
+async def _leave_segments(session: AsyncSession, ids: list[uuid.UUID]) -> None:
+    """The person leaves every segment: counts drop and segment.left is announced, as a refresh
+    would do, so campaigns waiting on the segment let go of them."""
+    members = (
+        await session.execute(
+            select(SegmentMember.segment_id, SegmentMember.lead_id).where(SegmentMember.lead_id.in_(ids))
+        )
+    ).all()
+    if not members:
+        return
+    await lock_keys(session, *(f"segment:{segment_id}" for segment_id, _ in members))
+    await session.execute(delete(SegmentMember).where(SegmentMember.lead_id.in_(ids)))
+    for segment_id, lead_id in sorted(members):
+        await leave_segment(session, segment_id, lead_id, 1)
+
+
+async def _blank_events(session: AsyncSession, ids: list[uuid.UUID]) -> None:
+    """Outbox events about the person keep their name, ids and times; the rest of the payload
+    (an address to confirm, a caller's number, a mail subject) goes, relayed or not."""
+    wanted = [str(i) for i in ids]
+    events = await session.scalars(
+        select(OutboxEvent).where(or_(*(OutboxEvent.payload[key].as_string().in_(wanted) for key in LEAD_KEYS)))
+    )
+    for event in events:
+        kept = {k: v for k, v in event.payload.items() if _anonymous(k, v)}
+        if kept != event.payload:
+            # Handlers that meet this know the values were removed on purpose.
+            event.payload = {**kept, "erased": True}
+
+
+def _anonymous(key: str, value: Any) -> bool:
+    if key in EVENT_FACTS or key == "erased":
+        return True
+    if key.endswith("_at"):
+        return value is None or isinstance(value, str) and _is_time(value)
+    if key.endswith("_ids"):
+        return isinstance(value, list) and all(_is_uuid(v) for v in value)
+    # Only our own ids: a Message-ID or a PBX call id may name the sender's host or number.
+    return key.endswith("_id") and (value is None or _is_uuid(value))
+
+
+def _is_uuid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_time(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 async def export_lead(session: AsyncSession, lead: Lead) -> dict[str, Any]:
@@ -147,6 +225,10 @@ async def export_lead(session: AsyncSession, lead: Lead) -> dict[str, Any]:
             {"segment_id": m.segment_id, "name": name, "entered_at": m.entered_at} for m, name in memberships
         ],
         "merged_leads": [_profile(m) | {"merged_into_id": m.merged_into_id} for m in merged],
+        "merged_addresses": [
+            {"kind": a.kind, "value": a.value, "merged_id": a.merged_id, "merged_at": a.created_at}
+            for a in await rows(LeadAlias, LeadAlias.lead_id == lead.id, LeadAlias.created_at)
+        ],
     }
 
 

@@ -24,6 +24,7 @@ from leads.query import (
     prepare_folding,
 )
 from leads.schemas import normalize_email, normalize_phone
+from leads.service import had_identity
 
 LIST_PARAMS = {
     "email", "phone", "q", "tag", "country", "customer_status", "source_channel", "campaign",
@@ -133,10 +134,11 @@ async def lead_query(session: AsyncSession, wanted: LeadFilter) -> Select[Any]:
     from leads.segments import segment_condition
 
     stmt = select(Lead).where(*live_leads())
+    # An email or phone merged away finds the lead it was merged into, as intake does.
     if wanted.email:
-        stmt = stmt.where(Lead.email == wanted.email)
+        stmt = stmt.where(or_(Lead.email == wanted.email, had_identity("email", wanted.email)))
     if wanted.phone:
-        stmt = stmt.where(Lead.phone == wanted.phone)
+        stmt = stmt.where(or_(Lead.phone == wanted.phone, had_identity("phone", wanted.phone)))
     if wanted.q:
         await prepare_folding(session)
         terms = [

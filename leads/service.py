@@ -5,11 +5,11 @@ it came from, in the caller's transaction (lead + touchpoint + activity + consen
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
@@ -20,7 +20,7 @@ from core.metrics import LEADS_CREATED
 from core.outbox import emit
 from core.text import check_text, scrub
 from leads.fields import validate_custom
-from leads.models import Activity, Consent, Lead, LeadTag, Touchpoint, Visitor
+from leads.models import Activity, Consent, Lead, LeadAlias, LeadTag, Touchpoint, Visitor
 from leads.schemas import ConsentIn
 
 
@@ -76,39 +76,72 @@ async def find_lead(
 ) -> Lead | None:
     """The lead this person already is: by email, else by phone, else by visitor id.
 
-    A phone or visitor match whose lead has a different email is another person (a shared office
-    phone, a shared computer), so it does not match.
+    An email or phone of a lead merged away (see LeadAlias) finds the lead it was merged into,
+    after the leads that hold that value now. A phone or visitor match whose lead has a different
+    email is another person (a shared office phone, a shared computer), so it does not match.
     """
     matches = []
     if email:
-        matches.append(Lead.email == email)
+        matches += [Lead.email == email, had_identity("email", email)]
     if phone:
-        matches.append(Lead.phone == phone)
+        matches += [Lead.phone == phone, had_identity("phone", phone)]
     if visitor_id:
         matches.append(Lead.id.in_(select(Visitor.lead_id).where(Visitor.visitor_id == visitor_id)))
     if not matches:
         return None
     # One round trip for every identity; the order of preference is applied here.
-    candidates = list(
-        await session.scalars(
-            select(Lead)
+    rows = (
+        await session.execute(
+            select(
+                Lead,
+                (had_identity("email", email) if email else literal(False)).label("had_email"),
+                (had_identity("phone", phone) if phone else literal(False)).label("had_phone"),
+            )
             .where(or_(*matches), Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
             .order_by(Lead.created_at, Lead.id)
             .limit(50)
         )
-    )
+    ).all()
+    candidates = [(lead, bool(had_email), bool(had_phone)) for lead, had_email, had_phone in rows]
     if email:
-        for lead in candidates:
+        for lead, _, _ in candidates:
             if lead.email == email:
                 return lead
-    compatible = [lead for lead in candidates if not email or lead.email in (None, email)]
+        for lead, had_email, _ in candidates:
+            if had_email:
+                return lead
+    compatible = [(lead, had_phone) for lead, _, had_phone in candidates if not email or lead.email in (None, email)]
     if phone:
-        for lead in compatible:
+        for lead, _ in compatible:
             if lead.phone == phone:
                 return lead
+        for lead, had_phone in compatible:
+            if had_phone:
+                return lead
     if visitor_id and compatible:
-        return compatible[0]  # what is left matched by visitor id
+        return compatible[0][0]  # what is left matched by visitor id
     return None
+
+
+def had_identity(kind: str, value: str) -> ColumnElement[bool]:
+    """Condition: a lead with this email or phone was merged into this one (see LeadAlias)."""
+    return Lead.id.in_(select(LeadAlias.lead_id).where(LeadAlias.kind == kind, LeadAlias.value == value))
+
+
+async def _old_identities(session: AsyncSession, lead: Lead, profile: dict[str, Any]) -> set[str]:
+    """The profile's email/phone keys whose values are `lead`'s merged-away ones, not its current."""
+    differing = {
+        k: profile[k] for k in ("email", "phone") if profile.get(k) and getattr(lead, k) not in (None, profile[k])
+    }
+    if not differing:
+        return set()
+    found = await session.execute(
+        select(LeadAlias.kind, LeadAlias.value).where(
+            LeadAlias.lead_id == lead.id,
+            or_(*(and_(LeadAlias.kind == k, LeadAlias.value == v) for k, v in differing.items())),
+        )
+    )
+    return {kind for kind, _ in found}
 
 
 async def get_lead(session: AsyncSession, lead_id: uuid.UUID, follow_merges: bool = True) -> Lead:
@@ -149,6 +182,7 @@ async def record_intake(
     custom = await validate_custom(session, custom or {})
     if owner_id is not None:
         await check_owner(session, owner_id)
+    origin = _scrubbed(origin)
     await lock_keys(session, *(f"lead:{k}" for k in (email, phone, origin.visitor_id) if k))
     occurred_at = origin.occurred_at or clock.now()
 
@@ -160,6 +194,10 @@ async def record_intake(
         )
         lead.tags = []
         session.add(lead)
+    else:
+        # Writing from an address it had before a merge: the current one stays the lead's address.
+        for key in await _old_identities(session, lead, profile):
+            profile = {k: v for k, v in profile.items() if k != key}
     _apply_profile(lead, profile, overwrite)
     if owner_id is not None:
         lead.owner_id = owner_id
@@ -211,6 +249,18 @@ async def record_intake(
     )
     events.append("lead.activity")
     return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity, events=events)
+
+
+ORIGIN_TEXT = ("source", "medium", "campaign", "content", "term", "referrer", "landing_page", "visitor_id")
+
+
+def _scrubbed(origin: Origin) -> Origin:
+    """Where-from text is kept as found, minus what the database cannot store (NUL, lone
+    surrogates): the last line of defence, whichever channel forgot to scrub it."""
+    changes: dict[str, Any] = {
+        k: scrub(v) for k in ORIGIN_TEXT if isinstance(v := getattr(origin, k), str) and scrub(v) != v
+    }
+    return replace(origin, **changes) if changes else origin
 
 
 async def check_owner(session: AsyncSession, owner_id: uuid.UUID) -> None:
@@ -274,6 +324,15 @@ async def update_lead(
         taken = await session.scalar(select(Lead.id).where(Lead.email == new_email, Lead.id != lead.id))
         if taken is not None:
             raise Conflict(f"another lead ({taken}) has the email {new_email}", field="email")
+        # An address merged into another lead still finds that lead; giving it to this one would
+        # split the person's mail between two leads.
+        had = await session.scalar(
+            select(LeadAlias.lead_id).where(
+                LeadAlias.kind == "email", LeadAlias.value == new_email, LeadAlias.lead_id != lead.id
+            ).limit(1)
+        )
+        if had is not None:
+            raise Conflict(f"the email {new_email} was merged into lead {had}", field="email")
     for key, value in profile.items():
         if getattr(lead, key) != value:
             setattr(lead, key, value)

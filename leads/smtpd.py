@@ -13,6 +13,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 import core.auth  # noqa: F401  (leads.owner_id refers to the users table; it must be mapped)
 from core.db import Database
+from core.errors import NurtureError, RateLimited, TooLarge
 from core.logging import get_logger
 from core.settings import Settings
 from leads.intake.email import accept_email
@@ -40,6 +41,11 @@ class InboundMailHandler:
                     db_session, raw, mail_from, list(envelope.rcpt_tos), settings=self.settings
                 )
                 await db_session.commit()
+        except NurtureError as exc:
+            # Nothing was committed. A message we refuse for what it is will be refused again:
+            # a 5xx makes the sending server stop and bounce it instead of retrying for days.
+            log.warning("inbound message refused", mail_from=mail_from, size=len(raw), reason=exc.message)
+            return refusal(exc)
         except Exception:
             # Nothing was committed: a 4xx makes the sending server keep the message and retry.
             log.exception("inbound message not stored", mail_from=mail_from, size=len(raw))
@@ -50,6 +56,17 @@ class InboundMailHandler:
             duplicate=reception.duplicate,
         )
         return f"250 2.0.0 Ok: {email.id}"
+
+
+def refusal(exc: NurtureError) -> str:
+    """The SMTP reply for a message the intake refused: permanent, except when it only came too soon."""
+    if isinstance(exc, RateLimited):
+        return "451 4.7.1 Too many messages, try again later"
+    if isinstance(exc, TooLarge):
+        return "552 5.3.4 Message too big"
+    # One printable ASCII line: the reason must not end the reply early or inject another one.
+    reason = " ".join(exc.message.encode("ascii", "replace").decode().split())[:200]
+    return f"554 5.6.0 Message refused: {reason}"
 
 
 def smtp_factory(handler: InboundMailHandler, settings: Settings, hostname: str | None = None) -> SMTP:

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -101,9 +102,11 @@ async def test_missed_call_posted_as_asterisk_form_emits_call_missed_for_a_callb
         activity = await session.get(Activity, uuid.UUID(resp.json()["activity_id"]))
     assert activity is not None and activity.type == "call_missed"
     [missed] = await events(db, "call.missed")
-    assert missed["lead_id"] == resp.json()["lead_id"]
-    assert missed["caller"] == "+79123456789" and missed["tracking_number"] == "+74951234567"
-    assert missed["campaign"] == "outdoor" and missed["started_at"] == frozen_now.isoformat()
+    assert missed == {
+        "lead_id": resp.json()["lead_id"], "activity_id": resp.json()["activity_id"],
+        "tracking_number": "+74951234567", "campaign": "outdoor", "started_at": frozen_now.isoformat(),
+        "call_id": "1700000000.42",
+    }
 
 
 async def test_busy_counts_as_missed_and_a_known_caller_keeps_one_lead(
@@ -175,11 +178,98 @@ async def test_retried_webhook_with_the_same_call_id_records_the_call_once(
     assert len(await events(db, "call.missed")) == 1
 
 
+async def test_replayed_signed_call_without_call_id_is_recorded_once(
+    client: httpx.AsyncClient, db: Database, frozen_now: datetime
+) -> None:
+    body = json.dumps({"caller": "+79123456789", "status": "missed"}).encode()
+    headers = signed(body)
+    first = await client.post("/v1/calls", content=body, headers=headers)
+    clock.advance(timedelta(minutes=4))  # still inside the signature's five minutes
+    replay = await client.post("/v1/calls", content=body, headers=headers)
+    assert (first.status_code, replay.status_code) == (201, 200), replay.text
+    assert replay.json() == first.json()
+    assert await count(db, Activity) == 1
+    assert len(await events(db, "call.missed")) == 1
+
+
+async def test_retry_without_call_id_of_the_same_call_is_recorded_once_and_another_call_is_not_lost(
+    client: httpx.AsyncClient, db: Database, frozen_now: datetime
+) -> None:
+    call = {"caller": "+79123456789", "tracking_number": "+74951234567", "status": "answered",
+            "started_at": "2026-03-02T09:20:00Z", "duration": 40}
+    first = await post_call(client, call)
+    clock.advance(timedelta(seconds=30))
+    retry = await post_call(client, call)  # signed again with a fresh timestamp
+    later = await post_call(client, {**call, "started_at": "2026-03-02T09:28:00Z"})
+    assert (first.status_code, retry.status_code, later.status_code) == (201, 200, 201)
+    assert retry.json() == first.json()
+    assert later.json()["activity_id"] != first.json()["activity_id"]
+    assert later.json()["lead_id"] == first.json()["lead_id"]
+    assert await count(db, Activity) == 2
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "Unknown", "PRIVATE", "withheld", "", None, "Скрытый номер",
+                                    "+266696687"])
+async def test_missed_call_from_a_withheld_number_is_recorded_for_the_campaign_without_a_lead(
+    client: httpx.AsyncClient, db: Database, frozen_now: datetime, caller: str | None
+) -> None:
+    await add_number(client, db, number="+74951234567", campaign="radio")
+    resp = await post_call(client, {"caller": caller, "tracking_number": "+74951234567", "status": "no answer",
+                                    "call_id": "hidden-1"})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["lead_id"] is None
+    async with db.sessions() as session:
+        activity = await session.get(Activity, uuid.UUID(resp.json()["activity_id"]))
+        touchpoint = await session.scalar(select(Touchpoint))
+    assert activity is not None and touchpoint is not None
+    assert (activity.type, activity.lead_id, activity.touchpoint_id) == ("call_missed", None, touchpoint.id)
+    assert activity.data["caller"] is None and activity.data["withheld"] is True
+    assert (touchpoint.channel, touchpoint.campaign, touchpoint.lead_id) == ("call", "radio", None)
+    assert await count(db, Lead) == 0
+    [missed] = await events(db, "call.missed")
+    assert missed["lead_id"] is None and missed["activity_id"] == resp.json()["activity_id"]
+    assert missed["campaign"] == "radio"
+
+    retry = await post_call(client, {"caller": caller, "tracking_number": "+74951234567", "status": "no answer",
+                                     "call_id": "hidden-1"})
+    assert (retry.status_code, retry.json()) == (200, resp.json())
+    assert await count(db, Activity) == 1
+
+
+async def test_answered_call_from_a_withheld_number_is_recorded_and_asks_for_no_callback(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    resp = await post_call(client, {"caller": "anonymous", "status": "answered", "duration": 60})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["lead_id"] is None
+    assert await count(db, Activity) == 1 and await count(db, Lead) == 0
+    assert await events(db, "call.missed") == []
+
+
+async def test_call_that_fails_after_its_lead_is_written_leaves_nothing_and_gets_no_2xx(
+    app: Any, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leads.intake.calls
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the outbox is unavailable")
+
+    # call.missed is the last thing written: the lead, touchpoint, activity and lead events are in.
+    monkeypatch.setattr(leads.intake.calls, "emit", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        resp = await post_call(http, {"caller": "+79123456789", "status": "missed"})
+    assert resp.status_code >= 500
+    for table in (Lead, Touchpoint, Activity, OutboxEvent):
+        assert await count(db, table) == 0, table
+
+
 async def test_caller_that_is_not_a_phone_number_gets_422_naming_caller_and_no_lead(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"caller": "anonymous", "status": "answered"}, "caller"),
+        ({"caller": "Иван с выставки", "status": "answered"}, "caller"),
+        ({"caller": "12", "status": "answered"}, "caller"),
         ({"status": "answered"}, "caller"),
         ({"caller": "+79123456789", "status": "maybe"}, "status"),
         ({"caller": "+79123456789", "status": "missed", "recording_url": "ftp://pbx/1.wav"}, "recording_url"),
@@ -191,6 +281,7 @@ async def test_caller_that_is_not_a_phone_number_gets_422_naming_caller_and_no_l
         assert resp.status_code == 422, (payload, resp.text)
         assert resp.json()["error"]["field"] == field
     assert await count(db, Lead) == 0
+    assert await count(db, Activity) == 0
 
 
 async def test_call_time_with_no_utc_value_gets_422_naming_started_at_and_no_lead(

@@ -191,3 +191,48 @@ async def test_any_bytes_posted_as_an_event_get_2xx_or_4xx(
 async def test_any_event_shape_gets_202_or_422(client: httpx.AsyncClient, event: dict[str, Any]) -> None:
     resp = await client.post("/v1/events", json=event)
     assert resp.status_code in (202, 422), resp.text
+
+
+async def test_event_naming_an_erased_email_gets_409_and_does_not_bring_the_person_back(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    lead = (await client.post("/v1/leads", json={"email": "gone@example.com"}, headers=admin_headers)).json()
+    assert (await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)).status_code == 204
+    before = await count(db, Activity)
+
+    writer = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
+    resp = await client.post("/v1/events", json={"type": "webinar_attended", "email": "Gone@example.com"},
+                             headers=writer)
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"]["field"] == "email"
+    assert await count(db, Lead) == 1 and await count(db, Activity) == before
+    async with db.sessions() as session:
+        names = list(await session.scalars(select(OutboxEvent.name)))
+    assert "lead.created" in names and names.count("lead.created") == 1
+
+
+async def test_anonymous_tracker_may_only_send_page_views_downloads_and_custom_events(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    await make_form(client, admin_headers)
+    lead_id = (await client.post("/v1/forms/contact/submit", json={**GOOD, "_vid": VID})).json()["lead_id"]
+    before = await count(db, Activity)
+    for forged in ("note", "consent_granted", "consent_withdrawn", "merged", "erased", "imported", "webinar"):
+        resp = await client.post("/v1/events", json=page_view(type=forged))
+        assert resp.status_code == 422, forged
+        assert resp.json()["error"]["field"] == "type"
+    assert await count(db, Activity) == before
+
+    for allowed in ("page_view", "download", "custom.video_played"):
+        assert (await client.post("/v1/events", json=page_view(type=allowed))).status_code == 202, allowed
+    async with db.sessions() as session:
+        types = list(await session.scalars(
+            select(Activity.type).where(Activity.lead_id == uuid.UUID(lead_id)).order_by(Activity.occurred_at)))
+    assert types[-3:] == ["page_view", "download", "custom.video_played"]
+
+    # A server with an API key still records its own kinds of events, but not intake's.
+    writer = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
+    server = await client.post("/v1/events", json={"type": "webinar", "lead_id": lead_id}, headers=writer)
+    assert server.status_code == 202
+    own = await client.post("/v1/events", json={"type": "form_submitted", "lead_id": lead_id}, headers=writer)
+    assert own.status_code == 422

@@ -326,10 +326,13 @@ async def test_double_opt_in_records_pending_consent_and_asks_for_confirmation_o
         consent = await session.scalar(select(Consent))
         asked = list(await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "lead.optin_requested")))
     assert consent is not None and (consent.granted, consent.wording) == (False, CONSENT)
-    assert len(asked) == 1 and asked[0].payload["email"] == "maria@example.ru"
+    lead = await the_lead(db)
+    # Ids only: the email channel loads the address, so an erased person's stays nowhere.
+    assert len(asked) == 1 and asked[0].payload == {
+        "lead_id": str(lead.id), "purpose": "marketing_email", "form": "contact", "consent_id": str(consent.id)
+    }
 
     # The visitor confirmed (the email channel records it); a later post does not ask again.
-    lead = await the_lead(db)
     async with db.sessions() as session:
         session.add(Consent(lead_id=lead.id, purpose="marketing_email", granted=True, source="email",
                             occurred_at=clock.now() + timedelta(seconds=1)))
@@ -339,6 +342,86 @@ async def test_double_opt_in_records_pending_consent_and_asks_for_confirmation_o
         names = list(await session.scalars(select(OutboxEvent.name)))
         pending = await session.scalar(select(func.count()).select_from(Consent).where(Consent.granted.is_(False)))
     assert names.count("lead.optin_requested") == 1 and pending == 1
+
+
+async def test_lone_surrogates_in_page_referrer_and_utm_are_repaired_and_the_lead_is_kept(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    # What a broken tracking script sends: JSON escapes of half a character, and a NUL.
+    await make_form(client, admin_headers)
+    body = (
+        '{"first_name": "Мария", "email": "maria@example.ru", "consent": "on",'
+        ' "_page": "https://example.ru/\\ud83d?utm_term=x", "_referrer": "https://ya.ru/\\udfff\\u0000",'
+        ' "utm_source": "ya\\ud800ndex", "utm_campaign": "весна\\udc00"}'
+    ).encode()
+    resp = await client.post("/v1/forms/contact/submit", content=body, headers={"content-type": "application/json"})
+    assert resp.status_code == 201, resp.text
+    async with db.sessions() as session:
+        touch = await session.scalar(select(Touchpoint))
+        activity = await session.scalar(select(Activity))
+    assert touch is not None and activity is not None
+    assert (touch.landing_page, touch.referrer) == ("https://example.ru/??utm_term=x", "https://ya.ru/?")
+    assert (touch.source, touch.campaign) == ("ya?ndex", "весна?")
+    assert activity.data["utm"] == {"utm_source": "ya?ndex", "utm_campaign": "весна?"}
+
+
+async def test_typed_value_with_a_lone_surrogate_gets_422_naming_the_posted_field(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    fields = [*contact_form()["fields"], {"name": "comment", "label": "Комментарий", "type": "textarea"}]
+    await make_form(client, admin_headers, fields=fields)
+    for name in ("comment", "first_name"):
+        body = json.dumps({**GOOD, name: "Добрый день\ud800"}).encode()  # sent as the escape \\ud800
+        resp = await client.post("/v1/forms/contact/submit", content=body, headers={"content-type": "application/json"})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["field"] == name
+    assert await count(db, Lead) == 0
+
+
+async def test_form_post_that_fails_after_the_lead_is_written_leaves_nothing_and_gets_no_2xx(
+    app: Any, admin_headers: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leads.intake.submissions
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the outbox is unavailable")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        await make_form(http, admin_headers, double_opt_in=True)
+        # The opt-in request is written last: lead, touchpoint, activity, consent and the lead
+        # events are all in the transaction when it fails.
+        monkeypatch.setattr(leads.intake.submissions, "emit", broken)
+        browser = await http.post("/v1/forms/contact/submit", data=GOOD)
+        script = await http.post("/v1/forms/contact/submit", json=GOOD)
+    assert browser.status_code >= 500 and script.status_code >= 500
+    for table in (Lead, Touchpoint, Activity, Consent, OutboxEvent):
+        assert await count(db, table) == 0, table
+
+
+def test_tracker_and_embed_scripts_ship_inside_the_leads_package() -> None:
+    # leads must not read files of app (the map: app imports leads, never the other way).
+    import tomllib
+    from importlib.resources import files
+    from pathlib import Path
+
+    static = files("leads") / "static"
+    assert (static / "t.js").is_file() and (static / "embed.js").is_file()
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert any(pattern.startswith("static/") for pattern in package_data.get("leads", []))
+    for module in (root / "leads").rglob("*.py"):
+        assert '"app"' not in module.read_text(encoding="utf-8"), module
+
+
+async def test_tracker_and_embed_scripts_are_served(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
+    from importlib.resources import files
+
+    await make_form(client, admin_headers)
+    tracker = await client.get("/t.js")
+    assert tracker.status_code == 200 and tracker.text == (files("leads") / "static" / "t.js").read_text("utf-8")
+    embed = await client.get("/v1/forms/contact/embed.js")
+    assert embed.status_code == 200 and '"key": "contact"' in embed.text
 
 
 # --- refusals ---------------------------------------------------------------------------------

@@ -271,6 +271,33 @@ async def test_an_erased_person_is_not_brought_back_by_an_import(db: Database, t
     assert "gone@example.com" not in await leads_by_email(db)
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+async def test_a_row_with_a_merged_away_email_or_phone_updates_the_survivor(
+    db: Database, tmp_path: Path, overwrite: bool
+) -> None:
+    from leads.merge import merge_leads
+
+    async with db.sessions() as session:
+        survivor = await record_intake(
+            session, clean_profile({"email": "a@example.com", "phone": "+79120000001"}, "RU"),
+            Origin(channel="form"), "form_submitted",
+        )
+        other = await record_intake(
+            session, clean_profile({"email": "m.b@example.com", "phone": "+79120000002"}, "RU"),
+            Origin(channel="call"), "call_answered",
+        )
+        await merge_leads(session, survivor.lead.id, other.lead.id)
+        await session.commit()
+    content = "email,phone,company,city\nM.B@example.com,,ООО Ромашка,\n,89120000002,,Тверь\n".encode()
+    run = await run_file(db, tmp_path / "crm.csv", content, overwrite=overwrite)
+
+    assert (run.created, run.updated, run.failed) == (0, 2, 0), run.errors
+    leads = await leads_by_email(db)
+    kept = leads["a@example.com"]
+    assert (kept.id, kept.phone, kept.company, kept.city) == (survivor.lead.id, "+79120000001", "ООО Ромашка", "Тверь")
+    assert await count(db, Lead) == 2  # the survivor and the merged row that points at it
+
+
 async def test_form_posts_while_importing_end_with_one_lead_per_email(
     db: Database, tmp_path: Path
 ) -> None:

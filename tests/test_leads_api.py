@@ -62,6 +62,49 @@ async def test_bad_email_gets_422_naming_the_field_and_no_lead(
         assert await session.scalar(select(func.count()).select_from(Lead)) == 0
 
 
+@pytest.mark.parametrize("body", [{}, {"first_name": "Иван", "company": "ООО Ромашка"}, {"email": "  "}])
+async def test_create_without_email_phone_or_visitor_id_gets_422_naming_email_and_no_lead(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, body: dict[str, str]
+) -> None:
+    resp = await client.post("/v1/leads", json=body, headers=admin_headers)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"]["field"] == "email"
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
+    by_visitor = await client.post("/v1/leads", json={"visitor_id": "c0ffee00c0ffee00"}, headers=admin_headers)
+    assert by_visitor.status_code == 201, by_visitor.text
+
+
+async def test_create_that_fails_after_the_lead_is_written_leaves_no_trace(
+    app: object, admin_headers: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guarantee 1: lead, touchpoint, activity, consent and events are one transaction."""
+    import leads.service
+    from leads.models import Activity, Consent, LeadTag, Touchpoint, Visitor
+
+    real_emit = leads.service.emit
+    calls = 0
+
+    async def emit_then_fail(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("the database went away after the lead was written")
+        return await real_emit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(leads.service, "emit", emit_then_fail)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        resp = await http.post("/v1/leads", headers=admin_headers, json={
+            "email": "ivan@example.com", "phone": "+79123456789", "tags": ["vip"], "visitor_id": "c0ffee00c0ffee00",
+            "consent": [{"purpose": "marketing", "wording": "Согласен"}],
+        })
+    assert resp.status_code == 500 and calls == 2
+    async with db.sessions() as session:
+        for table in (Lead, Touchpoint, Activity, Consent, OutboxEvent, LeadTag, Visitor):
+            assert await session.scalar(select(func.count()).select_from(table)) == 0, table.__name__
+
+
 async def test_create_with_an_owner_who_is_no_user_gets_422_naming_owner_id_and_no_lead(
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
 ) -> None:

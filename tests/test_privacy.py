@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import func, select
 
 from core.db import Database
-from core.outbox import OutboxEvent
+from core.outbox import OutboxEvent, emit
 from leads.models import Activity, InboundEmail, Lead, Touchpoint, Visitor
 
 PERSONAL = ["ivan.petrov@example.com", "+79123456789", "Иван", "Петров", "Ромашка", "Казань", "1990-05-17",
@@ -128,3 +128,86 @@ async def test_erasing_a_survivor_also_erases_the_lead_merged_into_it(
     export = (await client.get(f"/v1/leads/{a['id']}/export", headers=admin_headers)).text
     for value in ("a@example.com", "+79123456789", "Борис"):
         assert value not in export
+
+
+async def test_erasing_a_survivor_forgets_the_merged_away_email_yet_still_recognises_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    from leads.models import LeadAlias
+
+    a = (await client.post("/v1/leads", json={"email": "a@example.com"}, headers=admin_headers)).json()
+    b = (await client.post("/v1/leads", json={"email": "old.b@example.com", "phone": "+79123456789"},
+                           headers=admin_headers)).json()
+    await client.post(f"/v1/leads/{a['id']}/merge", json={"other_id": b["id"]}, headers=admin_headers)
+    held = (await client.get(f"/v1/leads/{a['id']}/export", headers=admin_headers)).json()
+    assert [(x["kind"], x["value"]) for x in held["merged_addresses"]] == [("email", "old.b@example.com")]
+    assert (await client.delete(f"/v1/leads/{a['id']}", headers=admin_headers)).status_code == 204
+
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(LeadAlias)) == 0
+    export = (await client.get(f"/v1/leads/{a['id']}/export", headers=admin_headers)).text
+    assert "old.b@example.com" not in export and "+79123456789" not in export
+    assert (await client.get("/v1/leads?email=old.b%40example.com", headers=admin_headers)).json()["items"] == []
+    again = await client.post("/v1/leads", json={"email": "old.b@example.com"}, headers=admin_headers)
+    assert again.status_code == 409 and again.json()["error"]["field"] == "email"
+
+
+async def test_erase_blanks_personal_values_in_the_outbox_but_keeps_names_ids_and_times(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    from tests.test_calls import post_call
+    from tests.test_forms import GOOD, JSON_ACCEPT, make_form
+    from tests.test_inbound_email import message
+
+    await make_form(client, admin_headers, double_opt_in=True)
+    posted = await client.post("/v1/forms/contact/submit", json=GOOD, headers=JSON_ACCEPT)
+    assert posted.status_code == 201, posted.text
+    lead_id = posted.json()["lead_id"]
+    call = await post_call(client, {"caller": "+79123456789", "status": "missed", "started_at": "2026-03-02T09:25:00Z"})
+    assert call.status_code == 201 and call.json()["lead_id"] == lead_id, call.text
+    mail_headers = {**admin_headers, "content-type": "message/rfc822"}
+    reply = message(sender="maria@example.ru", subject="Re: предложение для Марии Ивановой",
+                    Auto_Submitted="auto-replied")
+    mail = await client.post("/v1/inbound/email", content=reply, headers=mail_headers)
+    assert mail.status_code == 201 and mail.json()["lead_id"] == lead_id, mail.text
+    async with db.sessions() as session:
+        # A row written before emitters kept to ids, already relayed: it must be scrubbed as well.
+        legacy = await emit(session, "call.missed", {"lead_id": lead_id, "caller": "+79123456789", "call_id": "pbx-7"})
+        legacy.relayed_at = legacy.created_at
+        await session.commit()
+        before = {e.id: e for e in await session.scalars(select(OutboxEvent))}
+
+    assert (await client.delete(f"/v1/leads/{lead_id}", headers=admin_headers)).status_code == 204
+    async with db.sessions() as session:
+        after = {e.id: e for e in await session.scalars(select(OutboxEvent))}
+    dumped = json.dumps([e.payload for e in after.values()], ensure_ascii=False)
+    for value in ("maria@example.ru", "+79123456789", "Мари", "предложение"):
+        assert value not in dumped, value
+    for event_id, event in before.items():
+        kept = after[event_id]
+        assert (kept.name, kept.created_at) == (event.name, event.created_at)
+        if "lead_id" in event.payload:
+            assert kept.payload["lead_id"] == event.payload["lead_id"]
+    optin = next(e for e in after.values() if e.name == "lead.optin_requested")
+    assert {"lead_id", "consent_id"} <= set(optin.payload) and "email" not in optin.payload
+
+
+async def test_erase_takes_the_person_out_of_segment_counts_and_announces_leaving(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    lead = await _person(client, admin_headers, db)
+    made = await client.post("/v1/segments", json={"name": "Россия", "filter": {"field": "country", "op": "eq",
+                                                                              "value": "RU"}}, headers=admin_headers)
+    segment_id = made.json()["id"]
+    refreshed = await client.post(f"/v1/segments/{segment_id}/refresh", headers=admin_headers)
+    assert refreshed.json()["member_count"] == 1
+
+    assert (await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)).status_code == 204
+    shown = (await client.get(f"/v1/segments/{segment_id}", headers=admin_headers)).json()
+    assert shown["refreshed_member_count"] == 0
+    async with db.sessions() as session:
+        left = [e.payload for e in await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "segment.left"))]
+    assert left == [{"segment_id": segment_id, "lead_id": lead["id"]}]
+    # A refresh afterwards finds nothing more to announce.
+    again = (await client.post(f"/v1/segments/{segment_id}/refresh", headers=admin_headers)).json()
+    assert (again["entered"], again["left"]) == (0, 0)

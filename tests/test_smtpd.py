@@ -7,11 +7,13 @@ from collections.abc import AsyncIterator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from core.db import Database
+from core.errors import Conflict, Invalid, NurtureError, RateLimited, TooLarge
 from core.outbox import OutboxEvent
 from core.settings import Settings
 from leads.models import InboundEmail, Lead, Touchpoint
@@ -97,5 +99,36 @@ async def test_message_over_the_limit_is_refused_with_552(db: Database, settings
         with pytest.raises((smtplib.SMTPSenderRefused, smtplib.SMTPDataError)) as refused:
             await asyncio.to_thread(send, port, inquiry() + b"x" * 5000)
         assert refused.value.smtp_code == 552
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(InboundEmail)) == 0
+
+
+@pytest.mark.parametrize(
+    ("refusal", "code"),
+    [
+        (Invalid("the sender address is not valid\r\n250 ok", field="from"), 554),
+        (Conflict("this person asked to be forgotten", field="email"), 554),
+        (TooLarge("the message is too big", field="body"), 552),
+        (RateLimited("too many messages, try later", field="from"), 451),
+    ],
+)
+async def test_message_refused_for_good_gets_a_5xx_so_the_sender_stops_retrying(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch, refusal: NurtureError, code: int
+) -> None:
+    import leads.smtpd
+
+    async def refuse(*args: Any, **kwargs: Any) -> None:
+        raise refusal
+
+    monkeypatch.setattr(leads.smtpd, "accept_email", refuse)
+    async for port in listening(db, settings):
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(send, port, inquiry())
+    assert refused.value.smtp_code == code
+    error = refused.value.smtp_error
+    reply = error.decode() if isinstance(error, bytes) else error
+    assert "\n" not in reply  # one reply line: the reason cannot end it early or add another
+    if code == 554:
+        assert refusal.message.split("\r")[0] in reply
     async with db.sessions() as session:
         assert await session.scalar(select(func.count()).select_from(InboundEmail)) == 0

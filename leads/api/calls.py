@@ -32,7 +32,7 @@ FormsWriter = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 
 class CallRecorded(BaseModel):
-    lead_id: uuid.UUID
+    lead_id: uuid.UUID | None = Field(description="null when the caller's number was withheld")
     activity_id: uuid.UUID
 
 
@@ -44,13 +44,15 @@ async def receive_call(
 
     Headers: `X-Nurture-Timestamp: <unix seconds>` and
     `X-Nurture-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`.
-    A retry with the same `call_id` answers 200 with the ids of the first delivery.
+    A retry with the same `call_id` (or, without one, the same caller, numbers, start, status and
+    length) answers 200 with the ids of the first delivery. A withheld number (an empty caller,
+    "anonymous", "private", …) is recorded for the campaign with `lead_id` null.
     """
     body = await read_body(request, MAX_CALL_BYTES)
-    verify_signature(
+    sent_at = verify_signature(
         request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER), body, settings.call_secret()
     )
-    call = parse_call(body, request.headers.get("content-type", ""), settings.default_region)
+    call = parse_call(body, request.headers.get("content-type", ""), settings.default_region, sent_at)
     recorded = await record_call(session, call)
     await session.commit()
     if recorded.duplicate:

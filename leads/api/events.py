@@ -19,7 +19,7 @@ from leads.intake.events import EventIn, record_event
 
 router = APIRouter(tags=["events"])
 
-STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
 MAX_EVENT_BYTES = 64 * 1024
 # Page views come far more often than form posts: ten times the form limit per IP.
 EVENTS_PER_FORM_POST = 10
@@ -32,8 +32,9 @@ CORS = {"access-control-allow-origin": "*"}
 async def post_event(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     """Store a page view / download / custom event.
 
-    Without an API key: the tracker's events for a visitor id. With a key holding leads:write:
-    events for a lead_id or email, and an explicit occurred_at.
+    Without an API key: the tracker's events for a visitor id, of type page_view, download or
+    custom.<name>. With a key holding leads:write: any type except nurture's own activities, for
+    a lead_id or email (409 for an email whose person was erased), and an explicit occurred_at.
     """
     ip = client_ip(request, settings)
     try:
@@ -52,7 +53,7 @@ async def post_event(request: Request, session: SessionDep, settings: SettingsDe
         except ValidationError as exc:
             raise invalid_from(exc) from None
         check_text(data)
-        await record_event(session, event, ip, trusted)
+        await record_event(session, event, ip, trusted, settings.signing_keys())
         await session.commit()
     except NurtureError as exc:
         await session.rollback()

@@ -49,7 +49,7 @@ from leads.models import Form
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
 Marketer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
-STATIC = Path(__file__).resolve().parents[2] / "app" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")
 
 

@@ -57,13 +57,17 @@ Limit = Annotated[str | None, Query(description="1 to 500, default 50")]
 async def create_lead(
     body: LeadIn, session: SessionDep, settings: SettingsDep, request: Request, response: Response, _key: Writer
 ) -> LeadOut:
-    """Create a lead, or update the one with the same email/phone (then 200).
+    """Create a lead, or update the one with the same email/phone (then 200). It needs an email,
+    a phone or a visitor_id (422 naming email otherwise).
 
     A person who was erased comes back only with a granted consent in the same request (409
     otherwise), so a CRM sync cannot silently bring them back."""
     check_text(body.model_dump(mode="json"), "")
     profile = clean_profile(body.profile(), body.region_hint or settings.default_region)
     email, phone = profile.get("email"), profile.get("phone")
+    if not (email or phone or (body.visitor_id or "").strip()):
+        # A lead nobody can reach or recognise again is noise, as on forms and imports.
+        raise Invalid("an email, a phone or a visitor_id is required", field="email")
     consented = any(c.granted for c in body.consent or [])
     if (email or phone) and not consented and await find_lead(session, email, phone, body.visitor_id) is None:
         erased = await find_erased(session, email, phone, settings.signing_keys())

@@ -1,9 +1,10 @@
 """Phone calls: tracking numbers (a number per campaign) and the signed call-tracking / PBX webhook
-that turns each call into a lead, a touchpoint and a call activity.
+that turns each call into a lead, a touchpoint and a call activity (no lead for a withheld number).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -21,10 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import lock_keys
 from core.errors import Conflict, Invalid, NotFound, Unauthorized, UnsupportedMediaType
+from core.ids import new_id
 from core.outbox import emit
 from core.text import check_text
 from core.tokens import constant_time_equal, hmac_sha256
-from leads.models import Activity, Channel, TrackingNumber
+from leads.models import Activity, Channel, Touchpoint, TrackingNumber
 from leads.schemas import normalize_phone
 from leads.service import Origin, record_intake
 
@@ -51,6 +53,15 @@ ALIASES = {
     "recording_url": ("recording_url", "recording", "record_url", "recordingurl"),
     "call_id": ("call_id", "callid", "uniqueid", "call_sid", "callsid", "id"),
 }
+# What PBXes put in the caller field when the number is hidden (an empty value means the same).
+WITHHELD = {
+    "anonymous", "anonymous caller", "unknown", "unknown caller", "private", "private number", "withheld",
+    "number withheld", "cli withheld", "restricted", "unavailable", "hidden", "blocked", "no caller id",
+    "скрыт", "скрытый", "скрытый номер", "номер скрыт", "неизвестен", "неизвестный", "неизвестный номер",
+    "аноним", "анонимный",
+}
+# Twilio's stand-ins for a hidden number: ANONYMOUS, UNKNOWN, RESTRICTED, BLOCKED on a keypad.
+WITHHELD_NUMBERS = {"+266696687", "+86282452253", "+7378742833", "+2562533"}
 
 
 # --- tracking numbers ------------------------------------------------------------------------
@@ -92,8 +103,9 @@ async def delete_tracking_number(session: AsyncSession, number_id: uuid.UUID) ->
 # --- the webhook -----------------------------------------------------------------------------
 
 
-def verify_signature(timestamp: str | None, signature: str | None, body: bytes, secret: str) -> None:
-    """HMAC-SHA256 over "<timestamp>.<raw body>", at most five minutes off our clock either way."""
+def verify_signature(timestamp: str | None, signature: str | None, body: bytes, secret: str) -> datetime:
+    """HMAC-SHA256 over "<timestamp>.<raw body>", at most five minutes off our clock either way.
+    Returns when the PBX signed the call."""
     if not timestamp:
         raise Unauthorized(f"the {TIMESTAMP_HEADER} header is missing", field=TIMESTAMP_HEADER)
     if not signature:
@@ -108,13 +120,14 @@ def verify_signature(timestamp: str | None, signature: str | None, body: bytes, 
     expected = hmac_sha256(secret, stamp.encode() + b"." + body)
     if scheme.lower() != "sha256" or not constant_time_equal(given.strip().lower(), expected):
         raise Unauthorized("the signature does not match the body", field=SIGNATURE_HEADER)
+    return sent_at
 
 
 @dataclass
 class CallReport:
-    """One call as the PBX reported it, validated."""
+    """One call as the PBX reported it, validated; `caller` is None when the number was withheld."""
 
-    caller: str
+    caller: str | None
     tracking_number: str | None
     started_at: datetime
     duration: int
@@ -122,9 +135,25 @@ class CallReport:
     recording_url: str | None
     call_id: str | None
 
+    @property
+    def key(self) -> str:
+        """What makes a delivery of this call the same call: the PBX's call id, else the call's facts.
 
-def parse_call(body: bytes, content_type: str, region: str) -> CallReport:
-    """JSON or urlencoded body → CallReport; raises Invalid naming the field, 415 for other types."""
+        Without a call id a replayed or retried delivery carries the same caller, number, start
+        (or, when the PBX sends none, the same signing time), status and length; two different
+        calls do not.
+        """
+        if self.call_id:
+            return f"id:{self.call_id}"
+        facts = [self.caller, self.tracking_number, self.started_at.isoformat(), self.answered, self.duration]
+        return "facts:" + hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:32]
+
+
+def parse_call(body: bytes, content_type: str, region: str, sent_at: datetime | None = None) -> CallReport:
+    """JSON or urlencoded body → CallReport; raises Invalid naming the field, 415 for other types.
+
+    A call without started_at started when the PBX signed it (`sent_at`), else now.
+    """
     media = content_type.split(";", 1)[0].strip().lower()
     if media == "application/json":
         try:
@@ -143,15 +172,17 @@ def parse_call(body: bytes, content_type: str, region: str) -> CallReport:
             "send application/json or application/x-www-form-urlencoded", field="content-type"
         )
     fields = {name: _pick(data, names) for name, names in ALIASES.items()}
-
+    # An empty caller is a withheld number; no caller field at all is a webhook set up wrongly.
+    if not any(str(k).lower() in ALIASES["caller"] for k in data):
+        raise Invalid(
+            "the caller's number is required (send it empty or 'anonymous' for a withheld number)", field="caller"
+        )
     caller = _text(fields["caller"], "caller", 64)
-    if not caller:
-        raise Invalid("the caller's number is required", field="caller")
     dialled = _text(fields["tracking_number"], "tracking_number", 64)
     return CallReport(
-        caller=normalize_phone(caller, region, field="caller"),
+        caller=None if _withheld(caller) else normalize_phone(caller or "", region, field="caller"),
         tracking_number=_dialled_number(dialled, region) if dialled else None,
-        started_at=_started_at(fields["started_at"]),
+        started_at=_started_at(fields["started_at"], sent_at),
         duration=_duration(fields["duration"]),
         answered=_answered(fields["status"]),
         recording_url=_recording_url(fields["recording_url"]),
@@ -161,23 +192,25 @@ def parse_call(body: bytes, content_type: str, region: str) -> CallReport:
 
 @dataclass
 class RecordedCall:
-    lead_id: uuid.UUID
+    lead_id: uuid.UUID | None  # None for a withheld number
     activity_id: uuid.UUID
-    duplicate: bool  # this call_id was recorded before; nothing new was written
+    duplicate: bool  # this call was recorded before; nothing new was written
 
 
 async def record_call(session: AsyncSession, call: CallReport) -> RecordedCall:
-    """The caller becomes (or is found as) a lead with a call touchpoint and activity. Never commits."""
-    if call.call_id:
-        # PBXes retry webhooks; the lock makes "look up, then insert" safe against a parallel retry.
-        await lock_keys(session, f"call:{call.call_id}")
-        seen = await session.scalar(
-            select(Activity)
-            .where(Activity.type.in_(CALL_TYPES), Activity.data["call_id"].as_string() == call.call_id)
-            .limit(1)
-        )
-        if seen is not None and seen.lead_id is not None:
-            return RecordedCall(seen.lead_id, seen.id, duplicate=True)
+    """The caller becomes (or is found as) a lead with a call touchpoint and activity; a withheld
+    number gets the touchpoint and activity without a lead. Never commits."""
+    # PBXes retry webhooks and a signed body can be replayed; the lock makes "look up, then
+    # insert" safe against a parallel delivery.
+    key = call.key
+    await lock_keys(session, f"call:{key}")
+    seen = await session.scalar(
+        select(Activity)
+        .where(Activity.type.in_(CALL_TYPES), Activity.data["call_key"].as_string() == key)
+        .limit(1)
+    )
+    if seen is not None:
+        return RecordedCall(seen.lead_id, seen.id, duplicate=True)
 
     tracked = None
     if call.tracking_number:
@@ -190,25 +223,43 @@ async def record_call(session: AsyncSession, call: CallReport) -> RecordedCall:
         occurred_at=call.started_at,
     )
     activity_type = "call_answered" if call.answered else "call_missed"
-    result = await record_intake(
-        session, {"phone": call.caller}, origin, activity_type,
-        {
-            "caller": call.caller, "tracking_number": call.tracking_number, "duration": call.duration,
-            "recording_url": call.recording_url, "call_id": call.call_id,
-        },
-        overwrite=False,
-    )
+    data = {
+        "caller": call.caller, "withheld": call.caller is None, "tracking_number": call.tracking_number,
+        "duration": call.duration, "recording_url": call.recording_url, "call_id": call.call_id, "call_key": key,
+    }
+    if call.caller is None:
+        lead_id, activity_id = None, await _record_anonymous_call(session, origin, activity_type, data)
+    else:
+        result = await record_intake(session, {"phone": call.caller}, origin, activity_type, data, overwrite=False)
+        lead_id, activity_id = result.lead.id, result.activity.id
     if not call.answered:
-        # Sales should call back while the caller still remembers why they called.
+        # Sales should call back while the caller still remembers why they called. Ids only: the
+        # callback job loads the number from the lead (and none is left once the person is erased).
         await emit(
             session, "call.missed",
             {
-                "lead_id": result.lead.id, "activity_id": result.activity.id, "caller": call.caller,
-                "tracking_number": call.tracking_number, "campaign": origin.campaign,
-                "started_at": call.started_at, "call_id": call.call_id,
+                "lead_id": lead_id, "activity_id": activity_id, "tracking_number": call.tracking_number,
+                "campaign": origin.campaign, "started_at": call.started_at, "call_id": call.call_id,
             },
         )
-    return RecordedCall(result.lead.id, result.activity.id, duplicate=False)
+    return RecordedCall(lead_id, activity_id, duplicate=False)
+
+
+async def _record_anonymous_call(
+    session: AsyncSession, origin: Origin, activity_type: str, data: dict[str, Any]
+) -> uuid.UUID:
+    """A call from a hidden number still counts for its campaign, though there is no one to find."""
+    occurred_at = origin.occurred_at or clock.now()
+    touchpoint = Touchpoint(
+        id=new_id(), channel=origin.channel, source=origin.source, medium=origin.medium, campaign=origin.campaign,
+        occurred_at=occurred_at,
+    )
+    activity = Activity(
+        id=new_id(), type=activity_type, touchpoint_id=touchpoint.id, data=data, occurred_at=occurred_at
+    )
+    session.add_all([touchpoint, activity])
+    await session.flush()
+    return activity.id
 
 
 def _no_constants(name: str) -> Any:
@@ -237,6 +288,13 @@ def _text(value: Any, field: str, limit: int) -> str | None:
     return text or None
 
 
+def _withheld(caller: str | None) -> bool:
+    if not caller:
+        return True
+    word = " ".join(caller.lower().replace("-", " ").replace("_", " ").split())
+    return word in WITHHELD or word.strip("<>()[]") in WITHHELD or caller.replace(" ", "") in WITHHELD_NUMBERS
+
+
 def _dialled_number(value: str, region: str) -> str:
     """E.164 when it parses; an internal extension or odd DID is kept as sent so it can still match."""
     try:
@@ -245,9 +303,9 @@ def _dialled_number(value: str, region: str) -> str:
         return value[:32]
 
 
-def _started_at(value: Any) -> datetime:
+def _started_at(value: Any, sent_at: datetime | None) -> datetime:
     if value is None:
-        return clock.now()
+        return sent_at or clock.now()
     try:
         if isinstance(value, bool):
             raise ValueError

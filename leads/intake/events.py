@@ -15,16 +15,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
-from core.errors import Forbidden, Invalid
+from core.errors import Conflict, Forbidden, Invalid
 from core.outbox import emit
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor
+from leads.privacy import find_erased
 from leads.schemas import normalize_email
 from leads.service import Origin, find_lead, get_lead, record_intake
 
 EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,49}$"
-# Activity types written by intake, email and sales: the public tracker may not forge them.
-RESERVED_PREFIXES = ("form_", "call_", "email_", "sms_", "deal_", "api_", "import", "optin", "unsubscri", "score")
+# What a browser may report without an API key: the tracker's page views and downloads, and a
+# site's own events under `custom.`. Anything else could forge a timeline entry of a known lead.
+PUBLIC_TYPES = frozenset({"page_view", "download"})
+PUBLIC_PREFIX = "custom."
+# Activity types written by intake, the API, email and sales: not even a server with a key may
+# forge them.
+RESERVED_PREFIXES = (
+    "form_", "call_", "email_", "sms_", "deal_", "api_", "import", "optin", "unsubscri", "score", "consent_",
+)
+RESERVED_TYPES = frozenset({"note", "merged", "erased"})
 MAX_PROPERTIES_BYTES = 8 * 1024
 
 
@@ -64,20 +73,28 @@ class EventIn(BaseModel):
             raise ValueError("is out of range") from None
 
 
-async def record_event(session: AsyncSession, event: EventIn, ip: str | None, trusted: bool) -> Activity | None:
+async def record_event(
+    session: AsyncSession, event: EventIn, ip: str | None, trusted: bool, secrets: list[str]
+) -> Activity | None:
     """Store one event. Never commits.
 
-    Public callers (the tracker) identify the browser by visitor id; naming a lead (`lead_id`,
-    `email`), choosing the time or using intake's own activity types needs an API key (`trusted`).
+    Public callers (the tracker) identify the browser by visitor id and send page views,
+    downloads and `custom.*` events; naming a lead (`lead_id`, `email`), choosing the time or
+    other event types need an API key (`trusted`). nurture's own activity types are refused to
+    both. An email that belonged to an erased person is refused (Conflict), as in the API.
     Returns None when the event is dropped (a visitor whose lead was erased).
     """
     now = clock.now()
+    if event.type.startswith(RESERVED_PREFIXES) or event.type in RESERVED_TYPES:
+        raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
     if not trusted:
         if event.lead_id or event.email:
             field = "lead_id" if event.lead_id else "email"
             raise Forbidden("naming a lead needs an API key with leads:write", field=field)
-        if event.type.startswith(RESERVED_PREFIXES):
-            raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
+        if event.type not in PUBLIC_TYPES and not event.type.startswith(PUBLIC_PREFIX):
+            raise Invalid(
+                f"without an API key the type must be page_view, download or {PUBLIC_PREFIX}<name>", field="type"
+            )
     occurred_at = (event.occurred_at if trusted else None) or now
     if occurred_at > now + timedelta(minutes=5):
         raise Invalid("must not be in the future", field="occurred_at")
@@ -93,6 +110,8 @@ async def record_event(session: AsyncSession, event: EventIn, ip: str | None, tr
     if event.email and not event.lead_id:
         email = normalize_email(event.email)
         if await find_lead(session, email=email) is None:
+            if await find_erased(session, email, None, secrets) is not None:
+                raise Conflict("this person asked to be erased; an event does not bring them back", field="email")
             # A server-side event about someone new (a webinar attendee): they become a lead.
             result = await record_intake(session, {"email": email}, origin, event.type, activity_data=data)
             return result.activity

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Table, any_, bindparam, insert, or_, select, text, update
+from sqlalchemy import JSON, Table, and_, any_, bindparam, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +26,7 @@ from core.db import JSONType, lock_keys
 from core.ids import new_id
 from core.outbox import OutboxEvent
 from leads.intake.import_rows import ImportOptions, ImportRow, RowError
-from leads.models import Activity, Channel, Lead, LeadTag, Touchpoint
+from leads.models import Activity, Channel, Lead, LeadAlias, LeadTag, Touchpoint
 from leads.privacy import identity_hash
 from leads.schemas import PROFILE_FIELDS
 
@@ -34,6 +34,7 @@ ACTIVITY = "imported"
 
 leads_t = cast(Table, Lead.__table__)
 tags_t = cast(Table, LeadTag.__table__)
+aliases_t = cast(Table, LeadAlias.__table__)
 touchpoints_t = cast(Table, Touchpoint.__table__)
 activities_t = cast(Table, Activity.__table__)
 outbox_t = cast(Table, OutboxEvent.__table__)
@@ -54,14 +55,17 @@ class _Lead:
     changed: set[str] = field(default_factory=set)
     new_tags: list[str] = field(default_factory=list)
     touched: bool = False
+    aliases: set[tuple[str, str]] = field(default_factory=set)  # (kind, value) of leads merged into it
 
 
 class _LeadBook:
-    """The batch's leads indexed the way `find_lead` looks them up (email, then oldest by phone)."""
+    """The batch's leads indexed the way `find_lead` looks them up (email, then merged-away email,
+    then oldest by phone, then merged-away phone)."""
 
     def __init__(self) -> None:
         self.by_email: dict[str, _Lead] = {}
         self.by_phone: dict[str, list[_Lead]] = {}
+        self.by_alias: dict[tuple[str, str], _Lead] = {}  # (kind, value) merged away → oldest survivor
         self.taken: set[str] = set()  # emails of merged or erased leads (unique, yet not findable)
 
     def add(self, lead: _Lead) -> None:
@@ -75,13 +79,20 @@ class _LeadBook:
         same.append(lead)
         same.sort(key=lambda x: (x.created_at, x.id))
 
+    def add_alias(self, lead: _Lead, kind: str, value: str) -> None:
+        lead.aliases.add((kind, value))
+        known = self.by_alias.get((kind, value))
+        if known is None or (lead.created_at, lead.id) < (known.created_at, known.id):
+            self.by_alias[(kind, value)] = lead
+
     def find(self, email: str | None, phone: str | None) -> _Lead | None:
-        if email and (lead := self.by_email.get(email)):
+        if email and (lead := self.by_email.get(email) or self.by_alias.get(("email", email))):
             return lead
-        if phone and (same := self.by_phone.get(phone)):
-            lead = same[0]
-            if not email or lead.values.get("email") in (None, email):
-                return lead
+        if phone:
+            same = self.by_phone.get(phone) or []
+            for lead in (same[0] if same else None, self.by_alias.get(("phone", phone))):
+                if lead is not None and (not email or lead.values.get("email") in (None, email)):
+                    return lead
         return None
 
     def set_value(self, lead: _Lead, key: str, value: Any) -> None:
@@ -153,7 +164,7 @@ class BatchWriter:
         touched: dict[uuid.UUID, _Lead] = {}
         for row in rows:
             email, phone = row.profile.get("email"), row.profile.get("phone")
-            if email and email not in book.by_email and email in book.taken:
+            if email and email not in book.by_email and ("email", email) not in book.by_alias and email in book.taken:
                 outcome.errors.append(RowError(
                     row.line, "email", "this email belongs to a merged or erased lead",
                     self.columns_by_target.get("email"),
@@ -215,6 +226,8 @@ class BatchWriter:
         changed = False
         for key, value in row.profile.items():
             current = lead.values.get(key)
+            if (key, value) in lead.aliases and current not in (None, ""):
+                continue  # an address it had before a merge never replaces the current one
             if (overwrite or current in (None, "")) and current != value:
                 book.set_value(lead, key, value)
                 lead.changed.add(key)
@@ -235,12 +248,23 @@ class BatchWriter:
     async def load(self, session: AsyncSession, emails: list[str], phones: list[str]) -> _LeadBook:
         """The leads the batch's identities already belong to, with their tags and import sources."""
         book = _LeadBook()
+        aliases = (
+            await session.execute(
+                select(aliases_t.c.kind, aliases_t.c.value, aliases_t.c.lead_id).where(or_(
+                    and_(aliases_t.c.kind == "email", _one_of(session, aliases_t.c.value, emails)),
+                    and_(aliases_t.c.kind == "phone", _one_of(session, aliases_t.c.value, phones)),
+                ))
+            )
+        ).all()
         columns = [leads_t.c[k] for k in PROFILE_FIELDS]
+        identities = [_one_of(session, leads_t.c.email, emails), _one_of(session, leads_t.c.phone, phones)]
+        if aliases:
+            identities.append(_one_of(session, leads_t.c.id, sorted({a.lead_id for a in aliases})))
         found = (
             await session.execute(
                 select(leads_t.c.id, *columns, leads_t.c.custom, leads_t.c.created_at,
                        leads_t.c.merged_into_id, leads_t.c.erased_at)
-                .where(or_(_one_of(session, leads_t.c.email, emails), _one_of(session, leads_t.c.phone, phones)))
+                .where(or_(*identities))
             )
         ).all()
         live: dict[uuid.UUID, _Lead] = {}
@@ -267,6 +291,9 @@ class BatchWriter:
                 live[lead_id].sources.add((source, campaign))
         for lead in sorted(live.values(), key=lambda x: (x.created_at, x.id)):
             book.add(lead)
+        for kind, value, lead_id in aliases:
+            if lead_id in live:
+                book.add_alias(live[lead_id], kind, value)
         if self.options.dry_run:
             self.add_planned(book, emails, phones)
         return book

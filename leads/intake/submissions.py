@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Invalid
 from core.outbox import emit
+from core.text import check_text, scrub
 from leads.fields import coerce
 from leads.fields import definitions as custom_field_definitions
 from leads.intake.forms import UTM_KEYS
@@ -121,8 +122,8 @@ def _clean_one(spec: dict[str, Any], raw: Any, region: str | None) -> Any:
         raw = str(raw)  # JSON clients send numbers for numbers and phones
     if raw is not None and not isinstance(raw, str):
         raise Invalid("must be text", field=name)
-    if "\x00" in (raw or ""):
-        raise Invalid("must not contain NUL characters", field=name)
+    # The visitor typed it, so refuse what no database stores (NUL, half a character) by its name.
+    check_text(raw, name)
     text = (raw or "").strip()
     if not text:
         if spec.get("required"):
@@ -211,10 +212,10 @@ async def _request_optin(session: AsyncSession, form: Form, result: IntakeResult
     session.add(consent)
     await session.flush()
     if lead.email:
+        # Ids only: the email channel loads the address, so none is left behind once the person is erased.
         await emit(
             session, "lead.optin_requested",
-            {"lead_id": lead.id, "email": lead.email, "purpose": purpose, "form": form.key,
-             "consent_id": consent.id},
+            {"lead_id": lead.id, "purpose": purpose, "form": form.key, "consent_id": consent.id},
         )
 
 
@@ -230,7 +231,8 @@ def _truthy(value: Any) -> bool:
 
 
 def _short_text(value: Any, limit: int) -> str | None:
+    """Context the page sends along (page, referrer, utm): kept as found, repaired rather than
+    refused — the visitor did not type it and cannot fix it, and the lead matters more."""
     if not isinstance(value, str):
         return None
-    value = value.strip().replace("\x00", "")
-    return value[:limit] or None
+    return scrub(value.strip())[:limit].strip() or None

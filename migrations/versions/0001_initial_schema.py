@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:12:54.067993
+Create Date: 2026-11-23 12:19:09.482637
 """
 
 from __future__ import annotations
@@ -207,6 +207,20 @@ def upgrade() -> None:
     with op.batch_alter_table('inbound_emails', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_inbound_emails_message_id'), ['message_id'], unique=False)
 
+    op.create_table('lead_aliases',
+    sa.Column('merged_id', sa.Uuid(), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('value', sa.String(length=320), nullable=False),
+    sa.Column('lead_id', sa.Uuid(), nullable=False),
+    sa.Column('created_at', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], name=op.f('fk_lead_aliases_lead_id_leads'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['merged_id'], ['leads.id'], name=op.f('fk_lead_aliases_merged_id_leads'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('merged_id', 'kind', name=op.f('pk_lead_aliases'))
+    )
+    with op.batch_alter_table('lead_aliases', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_lead_aliases_lead_id'), ['lead_id'], unique=False)
+        batch_op.create_index('ix_lead_aliases_value', ['kind', 'value'], unique=False)
+
     op.create_table('lead_tags',
     sa.Column('lead_id', sa.Uuid(), nullable=False),
     sa.Column('tag', sa.String(length=100), nullable=False),
@@ -304,6 +318,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_lead_tags_tag'))
 
     op.drop_table('lead_tags')
+    with op.batch_alter_table('lead_aliases', schema=None) as batch_op:
+        batch_op.drop_index('ix_lead_aliases_value')
+        batch_op.drop_index(batch_op.f('ix_lead_aliases_lead_id'))
+
+    op.drop_table('lead_aliases')
     with op.batch_alter_table('inbound_emails', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_inbound_emails_message_id'))
 
