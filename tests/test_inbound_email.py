@@ -192,7 +192,9 @@ async def test_bounce_posted_over_http_records_what_the_report_says(
     assert resp.status_code == 201 and resp.json()["kind"] == "bounce" and resp.json()["lead_id"] is None
     async with db.sessions() as session:
         [event] = await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "email.bounced"))
-    [recipient] = event.payload["recipients"]
+        bounce = await session.get(InboundEmail, uuid.UUID(event.payload["inbound_email_id"]))
+    assert bounce is not None and set(event.payload) == {"inbound_email_id", "lead_id"}
+    [recipient] = bounce.details["recipients"]
     assert recipient["status"] == "5.1.1" and recipient["action"] == "failed"
     assert "@" in recipient["recipient"] and recipient["diagnostic_code"]
 
@@ -200,7 +202,9 @@ async def test_bounce_posted_over_http_records_what_the_report_says(
     assert arf.json()["kind"] == "complaint"
     async with db.sessions() as session:
         [complaint] = await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "email.complained"))
-    assert complaint.payload["feedback_type"] == "abuse" and len(complaint.payload["recipients"]) == 7
+        report = await session.get(InboundEmail, uuid.UUID(complaint.payload["inbound_email_id"]))
+    assert report is not None
+    assert report.details["feedback_type"] == "abuse" and len(report.details["recipients"]) == 7
 
 
 @pytest.mark.parametrize(

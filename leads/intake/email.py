@@ -176,14 +176,9 @@ async def _report_automatic(session: AsyncSession, row: InboundEmail, parsed: Pa
         except Invalid:
             lead = None
         row.lead_id = lead.id if lead is not None else None
-    await emit(
-        session,
-        EVENTS[parsed.kind],
-        {
-            **row.details, "inbound_email_id": row.id, "message_id": row.message_id, "lead_id": row.lead_id,
-            "mail_from": row.mail_from, "rcpt_to": row.rcpt_to, "subject": row.subject,
-        },
-    )
+    # Ids only: the handler loads the stored message (recipients, statuses, diagnostics), so an
+    # erasure never has to chase personal data through event payloads.
+    await emit(session, EVENTS[parsed.kind], {"inbound_email_id": row.id, "lead_id": row.lead_id})
 
 
 def _jsonable_text(value: Any) -> Any:
