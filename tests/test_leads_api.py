@@ -227,24 +227,12 @@ async def test_list_filters_by_tag_country_campaign_custom_and_dates(
         ({"segment": "x"}, "segment"),
         ({"colour": "red"}, "colour"),
         ({"q": "a\x00b"}, "q"),
-    ],
-)
-async def test_bad_list_filter_gets_422_naming_it(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], params: dict[str, str], field: str
-) -> None:
-    resp = await client.get("/v1/leads", params=params, headers=admin_headers)
-    assert resp.status_code == 422, resp.text
-    assert resp.json()["error"]["field"] == field
-
-
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
+        # times that exist in their own zone but not in UTC
         ({"created_from": "0001-01-01T00:00:00+01:00"}, "created_from"),
         ({"created_to": "9999-12-31T23:59:59-05:00"}, "created_to"),
     ],
 )
-async def test_list_filter_time_with_no_utc_value_gets_422_naming_it(
+async def test_bad_list_filter_gets_422_naming_it(
     client: httpx.AsyncClient, admin_headers: dict[str, str], params: dict[str, str], field: str
 ) -> None:
     resp = await client.get("/v1/leads", params=params, headers=admin_headers)
