@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, literal, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, literal, or_, select, union, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
@@ -80,13 +80,14 @@ async def find_lead(
     after the leads that hold that value now. A phone or visitor match whose lead has a different
     email is another person (a shared office phone, a shared computer), so it does not match.
     """
-    matches = []
+    # A UNION of indexed look-ups (an OR across them would scan the whole table).
+    matches: list[Select[Any]] = []
     if email:
-        matches += [Lead.email == email, had_identity("email", email)]
+        matches += [select(Lead.id).where(Lead.email == email), _alias_of("email", email)]
     if phone:
-        matches += [Lead.phone == phone, had_identity("phone", phone)]
+        matches += [select(Lead.id).where(Lead.phone == phone), _alias_of("phone", phone)]
     if visitor_id:
-        matches.append(Lead.id.in_(select(Visitor.lead_id).where(Visitor.visitor_id == visitor_id)))
+        matches.append(select(Visitor.lead_id).where(Visitor.visitor_id == visitor_id))
     if not matches:
         return None
     # One round trip for every identity; the order of preference is applied here.
@@ -97,7 +98,7 @@ async def find_lead(
                 (had_identity("email", email) if email else literal(False)).label("had_email"),
                 (had_identity("phone", phone) if phone else literal(False)).label("had_phone"),
             )
-            .where(or_(*matches), Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
+            .where(Lead.id.in_(union(*matches)), Lead.merged_into_id.is_(None), Lead.erased_at.is_(None))
             .order_by(Lead.created_at, Lead.id)
             .limit(50)
         )
@@ -123,9 +124,13 @@ async def find_lead(
     return None
 
 
+def _alias_of(kind: str, value: str) -> Select[Any]:
+    return select(LeadAlias.lead_id).where(LeadAlias.kind == kind, LeadAlias.value == value)
+
+
 def had_identity(kind: str, value: str) -> ColumnElement[bool]:
     """Condition: a lead with this email or phone was merged into this one (see LeadAlias)."""
-    return Lead.id.in_(select(LeadAlias.lead_id).where(LeadAlias.kind == kind, LeadAlias.value == value))
+    return Lead.id.in_(_alias_of(kind, value))
 
 
 async def _old_identities(session: AsyncSession, lead: Lead, profile: dict[str, Any]) -> set[str]:
