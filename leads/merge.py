@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
@@ -20,12 +20,12 @@ from leads.models import (
     Lead,
     LeadAlias,
     LeadTag,
-    Segment,
     SegmentMember,
     Touchpoint,
     Visitor,
 )
 from leads.schemas import PROFILE_FIELDS
+from leads.segments import leave_segment
 
 
 async def _load(session: AsyncSession, lead_id: uuid.UUID, field: str) -> Lead:
@@ -117,15 +117,7 @@ async def _move_memberships(session: AsyncSession, other_id: uuid.UUID, survivor
     kept = set(await session.scalars(select(SegmentMember.segment_id).where(SegmentMember.lead_id == survivor_id)))
     for member in sorted(memberships, key=lambda m: m.segment_id):
         if member.segment_id in kept:
-            await leave_segment(session, member.segment_id, other_id, 1)
+            await leave_segment(session, member.segment_id, other_id)
         else:
             session.add(SegmentMember(segment_id=member.segment_id, lead_id=survivor_id, entered_at=member.entered_at))
         await session.delete(member)
-
-
-async def leave_segment(session: AsyncSession, segment_id: uuid.UUID, lead_id: uuid.UUID, members: int) -> None:
-    """Count `members` fewer in the segment and announce that `lead_id` left it (the caller has
-    taken the segment's lock and removes the membership rows)."""
-    fewer = case((Segment.member_count > members, Segment.member_count - members), else_=0)
-    await session.execute(update(Segment).where(Segment.id == segment_id).values(member_count=fewer))
-    await emit(session, "segment.left", {"segment_id": segment_id, "lead_id": lead_id})

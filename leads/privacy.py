@@ -21,7 +21,6 @@ from core import clock
 from core.db import lock_keys
 from core.outbox import OutboxEvent, emit
 from core.tokens import hmac_sha256
-from leads.merge import leave_segment
 from leads.models import (
     Activity,
     Consent,
@@ -35,6 +34,7 @@ from leads.models import (
     Visitor,
 )
 from leads.schemas import PROFILE_FIELDS
+from leads.segments import leave_segment
 
 # Kept after erasure: describe a market, not a person, and feed the reports.
 ANONYMOUS_FIELDS = frozenset({"country", "industry", "company_size", "customer_status"})
@@ -144,7 +144,7 @@ async def _leave_segments(session: AsyncSession, ids: list[uuid.UUID]) -> None:
     await lock_keys(session, *(f"segment:{segment_id}" for segment_id, _ in members))
     await session.execute(delete(SegmentMember).where(SegmentMember.lead_id.in_(ids)))
     for segment_id, lead_id in sorted(members):
-        await leave_segment(session, segment_id, lead_id, 1)
+        await leave_segment(session, segment_id, lead_id)
 
 
 async def _blank_events(session: AsyncSession, ids: list[uuid.UUID]) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, false, func, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, case, delete, exists, false, func, not_, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -380,3 +380,11 @@ async def refresh_segment(session: AsyncSession, segment: Segment) -> tuple[int,
     segment.refreshed_at = now
     await session.flush()
     return len(entered), len(left)
+
+
+async def leave_segment(session: AsyncSession, segment_id: uuid.UUID, lead_id: uuid.UUID) -> None:
+    """Count one member fewer and announce that `lead_id` left the segment, as a refresh would
+    (the caller has taken the segment's lock and removes the membership row)."""
+    fewer = case((Segment.member_count > 0, Segment.member_count - 1), else_=0)
+    await session.execute(update(Segment).where(Segment.id == segment_id).values(member_count=fewer))
+    await emit(session, "segment.left", {"segment_id": segment_id, "lead_id": lead_id})
