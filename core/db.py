@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -26,6 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from core import clock
+from core.errors import Conflict
 from core.ids import new_id
 
 NAMING = {
@@ -156,6 +158,15 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
             ),
             {"ids": ids},
         )
+
+
+async def flush_unique(session: AsyncSession, conflict: Conflict) -> None:
+    """Flush new rows; a unique constraint won by a concurrent writer (SQLite has no advisory
+    lock, and a check-then-insert can race) becomes `conflict` instead of a 500."""
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise conflict from None
 
 
 def lock_key_id(key: str) -> int:

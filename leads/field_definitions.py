@@ -8,10 +8,9 @@ import uuid
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import lock_keys
+from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound
 from core.text import check_text
 from leads.models import CustomField, CustomFieldType, Lead
@@ -95,10 +94,7 @@ async def create_field(session: AsyncSession, raw: dict[str, Any]) -> CustomFiel
         raise Conflict(f"a custom field '{values['key']}' exists", field="key")
     spec = CustomField(**values)
     session.add(spec)
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict(f"a custom field '{values['key']}' exists", field="key") from None
+    await flush_unique(session, Conflict(f"a custom field '{values['key']}' exists", field="key"))
     return spec
 
 

@@ -18,11 +18,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, exists, false, func, not_, or_, select, true, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys
+from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from core.text import check_text
@@ -331,10 +330,7 @@ async def create_segment(session: AsyncSession, name: Any, filter: Any) -> Segme
         raise Conflict(f"a segment named '{name}' exists", field="name")
     segment = Segment(name=name, filter=filter, member_count=0)
     session.add(segment)
-    try:
-        await session.flush()
-    except IntegrityError:
-        raise Conflict(f"a segment named '{name}' exists", field="name") from None
+    await flush_unique(session, Conflict(f"a segment named '{name}' exists", field="name"))
     return segment
 
 

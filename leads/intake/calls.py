@@ -16,11 +16,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from dateutil import parser as date_parser
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys
+from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from core.ids import new_id
 from core.outbox import emit
@@ -81,10 +80,7 @@ async def create_tracking_number(
         number=e164, campaign=campaign, source=source, medium=medium, label=label, created_at=clock.now()
     )
     session.add(tracked)
-    try:
-        await session.flush()
-    except IntegrityError:  # a concurrent create won the unique constraint (SQLite has no advisory lock)
-        raise Conflict(f"{e164} is already a tracking number", field="number") from None
+    await flush_unique(session, Conflict(f"{e164} is already a tracking number", field="number"))
     return tracked
 
 

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
+from core.db import flush_unique
 from core.errors import Conflict, Invalid, NotFound
 from core.text import check_text
 from leads.fields import definitions as custom_field_definitions
@@ -271,11 +271,7 @@ async def create_form(session: AsyncSession, body: FormIn) -> Form:
     form = Form(key=body.key, created_at=now, updated_at=now)
     apply_definition(form, body)
     session.add(form)
-    try:
-        await session.flush()
-    except IntegrityError:
-        # Another request created the same key between our check and our insert.
-        raise Conflict(f"a form with key '{body.key}' exists", field="key") from None
+    await flush_unique(session, Conflict(f"a form with key '{body.key}' exists", field="key"))
     return form
 
 
