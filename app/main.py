@@ -34,6 +34,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         if app.state.db is None:
             app.state.db = Database(settings.resolved_database_url(), settings.db_pool_size)
         yield
+        if (batcher := getattr(app.state, "form_batcher", None)) is not None:
+            await batcher.close()  # the posts already accepted are committed before the pool closes
         if owns_db:
             await app.state.db.dispose()
 

@@ -381,16 +381,26 @@ async def test_typed_value_with_a_lone_surrogate_gets_422_naming_the_posted_fiel
 async def test_form_post_that_fails_after_the_lead_is_written_leaves_nothing_and_gets_no_2xx(
     app: Any, admin_headers: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import leads.intake.batch
     import leads.intake.submissions
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the outbox is unavailable")
+
+    insert_rows = leads.intake.batch.insert_rows
+
+    async def broken_outbox(session: Any, table: Any, rows: Any) -> None:
+        if table.name == "outbox_events":
+            broken()
+        await insert_rows(session, table, rows)
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         await make_form(http, admin_headers, double_opt_in=True)
         # The opt-in request is written last: lead, touchpoint, activity, consent and the lead
         # events are all in the transaction when it fails.
+        # Both ways of writing a post: grouped (the outbox rows come last) and alone.
+        monkeypatch.setattr(leads.intake.batch, "insert_rows", broken_outbox)
         monkeypatch.setattr(leads.intake.submissions, "emit", broken)
         browser = await http.post("/v1/forms/contact/submit", data=GOOD)
         script = await http.post("/v1/forms/contact/submit", json=GOOD)

@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
-from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -31,6 +30,7 @@ from core.metrics import INTAKE_REJECTED
 from core.ratelimit import retry_after, window_for
 from core.settings import Settings
 from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
+from leads.intake.form_batch import form_batcher
 from leads.intake.forms import (
     FormIn,
     FormOut,
@@ -43,7 +43,7 @@ from leads.intake.forms import (
     normalize_origin,
     update_form,
 )
-from leads.intake.submissions import is_honeypot_hit, submit_form, visit_from
+from leads.intake.submissions import check_post, is_honeypot_hit, visit_from
 from leads.models import Form
 
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
@@ -117,22 +117,15 @@ async def submit(form_key: str, request: Request, session: SessionDep, settings:
             INTAKE_REJECTED.labels("form", "honeypot").inc()
             return _success(form, wants_json, str(new_id()), cors)
         visit = visit_from(values, request.headers.get("referer"), request.cookies.get("nurture_vid"), ip)
-        for attempt in range(2):
-            try:
-                result = await submit_form(session, form, values, visit, settings.default_region)
-                await session.commit()
-                break
-            except IntegrityError:
-                # A concurrent post created the same person first; the retry finds them.
-                await session.rollback()
-                if attempt:
-                    raise
+        post = await check_post(session, form, values, visit, settings.default_region)
+        await session.rollback()  # a read-only transaction: no connection or SQLite lock held while waiting
+        recorded = await form_batcher(request.app.state).record(post)
     except NurtureError as exc:
         INTAKE_REJECTED.labels("form", exc.code).inc()
         failure = _failure(exc, form, form_key, wants_json, cors)  # before rollback expires `form`
         await session.rollback()
         return failure
-    return _success(form, wants_json, str(result.lead.id), cors)
+    return _success(form, wants_json, str(recorded.lead_id), cors)
 
 
 @router.options("/{form_key}/submit", include_in_schema=False)

@@ -159,37 +159,73 @@ def _clean_one(spec: dict[str, Any], raw: Any, region: str | None) -> Any:
     return text
 
 
-async def submit_form(
+@dataclass
+class FormPost:
+    """A form post whose values passed the form's checks: ready to record, alone or in a group."""
+
+    form: Form
+    cleaned: CleanValues
+    visit: Visit
+
+    @property
+    def origin(self) -> Origin:
+        utm = self.visit.utm
+        return Origin(
+            channel=Channel.form,
+            source=utm.get("utm_source"), medium=utm.get("utm_medium"),
+            campaign=utm.get("utm_campaign") or self.form.default_campaign,
+            content=utm.get("utm_content"), term=utm.get("utm_term"),
+            referrer=self.visit.referrer, landing_page=self.visit.page_url,
+            visitor_id=self.visit.visitor_id, ip=self.visit.ip,
+        )
+
+    @property
+    def activity_data(self) -> dict[str, Any]:
+        utm = self.visit.utm
+        return {"form": self.form.key, "values": self.cleaned.extra, **({"utm": utm} if utm else {})}
+
+    @property
+    def grants_consent(self) -> bool:
+        """Consent given on a single opt-in form: recorded as granted at once."""
+        return bool(self.form.consent_purpose and self.cleaned.consent_given and not self.form.double_opt_in)
+
+    @property
+    def requests_optin(self) -> bool:
+        """Consent given on a double opt-in form: a confirmation mail must ask again."""
+        return bool(self.form.consent_purpose and self.cleaned.consent_given and self.form.double_opt_in)
+
+
+async def check_post(
     session: AsyncSession, form: Form, values: dict[str, Any], visit: Visit, default_region: str
-) -> IntakeResult:
-    """Record the post: lead, touchpoint, activity, consent, tags and outbox events. Never commits.
+) -> FormPost:
+    """The post checked against its form; raises Invalid naming the form's field. Writes nothing."""
+    region = form.default_region or default_region
+    wants_custom = any(str(f.get("lead_field") or "").startswith("custom.") for f in form.fields or [])
+    custom_defs = await custom_field_definitions(session) if wants_custom else {}
+    post = FormPost(form=form, cleaned=clean_values(form, values, custom_defs, region), visit=visit)
+    check_text(post.activity_data, "data")
+    return post
+
+
+async def submit_form(session: AsyncSession, post: FormPost) -> IntakeResult:
+    """Record one post: lead, touchpoint, activity, consent, tags and outbox events. Never commits.
+    (`form_batch` records many posts in one transaction the same way.)
 
     With double opt-in the consent is stored as *not granted yet* (granted=False, with the
     wording and IP as evidence of the request) and `lead.optin_requested` asks the email
     channel for the confirmation mail; the confirmation click records granted=True. Until
     then the send-time consent check sees "not granted", which is what double opt-in means.
     """
-    region = form.default_region or default_region
-    wants_custom = any(str(f.get("lead_field") or "").startswith("custom.") for f in form.fields or [])
-    custom_defs = await custom_field_definitions(session) if wants_custom else {}
-    cleaned = clean_values(form, values, custom_defs, region)
-    origin = Origin(
-        channel=Channel.form,
-        source=visit.utm.get("utm_source"), medium=visit.utm.get("utm_medium"),
-        campaign=visit.utm.get("utm_campaign") or form.default_campaign,
-        content=visit.utm.get("utm_content"), term=visit.utm.get("utm_term"),
-        referrer=visit.referrer, landing_page=visit.page_url, visitor_id=visit.visitor_id, ip=visit.ip,
-    )
+    form = post.form
     consent = None
-    if form.consent_purpose and cleaned.consent_given and not form.double_opt_in:
-        consent = [ConsentIn(purpose=form.consent_purpose, granted=True, wording=form.consent_wording)]
+    if post.grants_consent:
+        consent = [ConsentIn(purpose=form.consent_purpose or "", granted=True, wording=form.consent_wording)]
     result = await record_intake(
-        session, cleaned.profile, origin, "form_submitted",
-        activity_data={"form": form.key, "values": cleaned.extra, **({"utm": visit.utm} if visit.utm else {})},
-        custom=cleaned.custom, tags=list(form.tags or []), consents=consent,
+        session, post.cleaned.profile, post.origin, "form_submitted", activity_data=post.activity_data,
+        custom=post.cleaned.custom, tags=list(form.tags or []), consents=consent,
     )
-    if form.consent_purpose and cleaned.consent_given and form.double_opt_in:
-        await _request_optin(session, form, result, visit)
+    if post.requests_optin:
+        await _request_optin(session, form, result, post.visit)
     return result
 
 
