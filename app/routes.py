@@ -9,8 +9,7 @@ def include_routers(app: FastAPI) -> None:
     from app import api_keys, demo
     from leads.api import routers as lead_routers
 
+    for router in lead_routers:  # public intake first (see leads.api)
+        app.include_router(router)
     app.include_router(api_keys.router)
     app.include_router(demo.router)
-
-    for router in lead_routers:
-        app.include_router(router)

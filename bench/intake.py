@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 from typing import Any
 
 from _harness import closed_loop, http_session, open_loop, scratch_database, server
@@ -126,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,3 +13,11 @@ HTTP_LATENCY = Histogram(
 )
 LEADS_CREATED = Counter("nurture_leads_created_total", "Leads created", ["channel"])
 INTAKE_REJECTED = Counter("nurture_intake_rejected_total", "Intake posts refused", ["channel", "reason"])
+INTAKE_BATCH = Histogram(
+    "nurture_intake_batch_posts", "Posts written per intake transaction (group commit)", ["channel"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
+INTAKE_BATCH_SECONDS = Histogram(
+    "nurture_intake_batch_seconds", "Time to write and commit one intake transaction", ["channel"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)

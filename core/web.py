@@ -20,7 +20,7 @@ def get_db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:  # async: a plain def would run in a thread
     return request.app.state.settings  # type: ignore[no-any-return]
 
 

@@ -389,10 +389,10 @@ async def test_form_post_that_fails_after_the_lead_is_written_leaves_nothing_and
 
     insert_rows = leads.intake.batch.insert_rows
 
-    async def broken_outbox(session: Any, table: Any, rows: Any) -> None:
-        if table.name == "outbox_events":
+    async def broken_outbox(session: Any, tables: Any) -> None:
+        if any(table.name == "outbox_events" for table, _ in tables):
             broken()
-        await insert_rows(session, table, rows)
+        await insert_rows(session, tables)
 
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

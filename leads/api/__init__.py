@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from leads.api import calls, events, fields, forms, imports, inbound, leads, segments
 
+# The public intake first: routes are matched in order on every request, and these take the traffic.
 routers: list[APIRouter] = [
-    leads.router, forms.router, events.router, calls.router, calls.numbers_router, inbound.router,
+    forms.router, events.router, calls.router, inbound.router, leads.router, calls.numbers_router,
     segments.router, fields.router, imports.router,
 ]

@@ -14,6 +14,7 @@ so one bad post fails alone and the others are still recorded.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,15 +23,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Database, lock_keys
+from core.db import Database
 from core.ids import new_id
 from core.logging import get_logger
-from core.metrics import LEADS_CREATED
-from leads.intake.batch import BatchLead, BatchRows, load_book, merge, stitch, write_batch
+from core.metrics import INTAKE_BATCH, INTAKE_BATCH_SECONDS, LEADS_CREATED
+from leads.intake.batch import BatchLead, BatchRows, begin_batch, load_book, merge, stitch, write_batch
 from leads.intake.submissions import FormPost, submit_form
 from leads.models import Channel
 
-MAX_BATCH = 200
+MAX_BATCH = 100
+WRITERS = 2  # transactions in flight at once: one is written while the next batch gathers
 ACTIVITY = "form_submitted"
 
 log = get_logger("nurture.forms")
@@ -55,25 +57,27 @@ class _Waiting:
 class FormBatcher:
     """Collects the posts of one process and writes them in as few transactions as the load allows."""
 
-    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
         self.db = db
         self.max_batch = max_batch
+        self.writers = writers
         self.queue: list[_Waiting] = []
-        self.writer: asyncio.Task[None] | None = None
+        self.running: set[asyncio.Task[None]] = set()
 
     async def record(self, post: FormPost) -> Recorded:
         """Record the post; returns once it is committed (raises what recording it alone raises)."""
         waiting = _Waiting(post)
         self.queue.append(waiting)
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.create_task(self._write_queue())
+        if len(self.running) < self.writers:
+            writer = asyncio.create_task(self._write_queue())
+            self.running.add(writer)
+            writer.add_done_callback(self.running.discard)
         # A client that hangs up does not take the others' transaction down with it.
         return await asyncio.shield(waiting.done)
 
     async def close(self) -> None:
         """Wait for the posts already accepted (on shutdown)."""
-        if self.writer is not None:
-            await asyncio.gather(self.writer, return_exceptions=True)
+        await asyncio.gather(*self.running, return_exceptions=True)
 
     async def _write_queue(self) -> None:
         while self.queue:
@@ -87,9 +91,12 @@ class FormBatcher:
                     await self._write_alone(waiting)
 
     async def _write_batch(self, batch: list[_Waiting]) -> None:
+        started = time.perf_counter()
         async with self.db.sessions() as session:
             results = await record_posts(session, [w.post for w in batch])
             await session.commit()
+        INTAKE_BATCH.labels(Channel.form.value).observe(len(batch))
+        INTAKE_BATCH_SECONDS.labels(Channel.form.value).observe(time.perf_counter() - started)
         for waiting, result in zip(batch, results, strict=True):
             if result.created:
                 LEADS_CREATED.labels(Channel.form.value).inc()
@@ -126,7 +133,7 @@ async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Rec
     emails = sorted({e for p in posts if (e := p.cleaned.profile.get("email"))})
     phones = sorted({ph for p in posts if (ph := p.cleaned.profile.get("phone"))})
     visitors = sorted({v for p in posts if (v := p.visit.visitor_id)})
-    await lock_keys(session, *(f"lead:{k}" for k in (*emails, *phones, *visitors)))
+    await begin_batch(session, [*emails, *phones, *visitors])
     book = await load_book(session, emails, phones, visitors, consents=any(p.requests_optin for p in posts))
     rows = BatchRows()
     touched: dict[uuid.UUID, BatchLead] = {}

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import flush_unique
+from core.db import Database, flush_unique
 from core.errors import Conflict, Invalid, NotFound
 from core.text import check_text
 from leads.fields import definitions as custom_field_definitions
@@ -299,13 +299,14 @@ class LiveForms:
         self.seconds = seconds
         self._forms: dict[str, tuple[float, Form]] = {}
 
-    async def get(self, session: AsyncSession, key: str) -> Form:
+    async def get(self, db: Database, key: str) -> Form:
         cached = self._forms.get(key)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self.seconds:
             return cached[1]
-        form = await get_form(session, key, live_only=True)
-        session.expunge(form)  # a detached copy: never expired by the request's commit or rollback
+        async with db.sessions() as session:
+            form = await get_form(session, key, live_only=True)
+            session.expunge(form)  # a detached copy, shared by the requests of the next seconds
         if len(self._forms) > 10_000:
             self._forms.clear()
         self._forms[key] = (now, form)

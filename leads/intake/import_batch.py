@@ -18,9 +18,18 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys
 from core.ids import new_id
-from leads.intake.batch import BatchLead, BatchRows, LeadBook, leads_t, load_book, merge, one_of, write_batch
+from leads.intake.batch import (
+    BatchLead,
+    BatchRows,
+    LeadBook,
+    begin_batch,
+    leads_t,
+    load_book,
+    merge,
+    one_of,
+    write_batch,
+)
 from leads.intake.import_rows import ImportOptions, ImportRow, RowError
 from leads.models import Channel
 from leads.privacy import identity_hash
@@ -68,8 +77,7 @@ class BatchWriter:
         now = clock.now()
         emails = sorted({r.profile["email"] for r in rows if r.profile.get("email")})
         phones = sorted({r.profile["phone"] for r in rows if r.profile.get("phone")})
-        if not self.options.dry_run:
-            await lock_keys(session, *[f"lead:{k}" for k in (*emails, *phones)])
+        await begin_batch(session, [] if self.options.dry_run else [*emails, *phones])
         book = await load_book(session, emails, phones, import_sources=True)
         if self.options.dry_run:
             self.add_planned(book, emails, phones)

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import Database
 from core.errors import Invalid
 from core.outbox import emit
 from core.text import check_text, scrub
@@ -196,12 +197,14 @@ class FormPost:
 
 
 async def check_post(
-    session: AsyncSession, form: Form, values: dict[str, Any], visit: Visit, default_region: str
+    db: Database, form: Form, values: dict[str, Any], visit: Visit, default_region: str
 ) -> FormPost:
     """The post checked against its form; raises Invalid naming the form's field. Writes nothing."""
     region = form.default_region or default_region
-    wants_custom = any(str(f.get("lead_field") or "").startswith("custom.") for f in form.fields or [])
-    custom_defs = await custom_field_definitions(session) if wants_custom else {}
+    custom_defs: dict[str, Any] = {}
+    if any(str(f.get("lead_field") or "").startswith("custom.") for f in form.fields or []):
+        async with db.sessions() as session:
+            custom_defs = await custom_field_definitions(session)
     post = FormPost(form=form, cleaned=clean_values(form, values, custom_defs, region), visit=visit)
     check_text(post.activity_data, "data")
     return post
