@@ -92,7 +92,12 @@ def settings(data_dir: Path, database_url: str) -> Settings:
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = Database(database_url)
     yield database
-    # Empty every table so each test starts from nothing (fast on both databases).
+    await empty_tables(database)
+    await database.dispose()
+
+
+async def empty_tables(database: Database) -> None:
+    """Empty every table so each test starts from nothing (fast on both databases)."""
     async with database.engine.begin() as conn:
         tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
         if database.sqlite:
@@ -100,7 +105,6 @@ async def db(database_url: str) -> AsyncIterator[Database]:
                 await conn.execute(text(f'DELETE FROM "{name}"'))
         else:
             await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " CASCADE"))
-    await database.dispose()
 
 
 @pytest_asyncio.fixture

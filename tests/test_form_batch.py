@@ -1,0 +1,199 @@
+"""Form posts written in groups (one transaction for the posts that arrive together) record
+exactly what the same posts record one by one, and one bad post never costs the others theirs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from core import clock
+from core.db import Database
+from core.outbox import OutboxEvent
+from leads.intake.form_batch import FormBatcher, record_posts
+from leads.intake.forms import FormIn, LiveForms, create_form
+from leads.intake.submissions import FormPost, check_post, submit_form, visit_from
+from leads.merge import merge_leads
+from leads.models import Activity, Consent, Lead, LeadTag, Touchpoint, Visitor
+from leads.service import Origin, record_intake
+from tests.conftest import empty_tables
+
+OPEN_FORM = {
+    "key": "open", "name": "Заявка", "default_campaign": "site", "tags": ["site-form"],
+    "fields": [
+        {"name": "first_name", "label": "Имя"},
+        {"name": "email", "label": "Эл. почта", "type": "email"},
+        {"name": "phone", "label": "Телефон", "type": "phone"},
+        {"name": "comment", "label": "Комментарий", "type": "textarea"},
+    ],
+    "consent": {"purpose": "marketing_email", "wording": "Согласен на рассылку", "required": False},
+}
+OPTIN_FORM = {**OPEN_FORM, "key": "optin", "double_opt_in": True, "tags": []}
+
+# Every case record_intake knows, in one group: a new person, a known one by email and by phone,
+# the same new person twice, an address merged into another lead, a browser with anonymous page
+# views, a browser that belonged to someone else, a double opt-in asked twice.
+POSTS: list[tuple[str, dict[str, str]]] = [
+    ("open", {"first_name": "Анна", "email": "anna@example.ru", "_vid": "visitor-anonymous-1", "consent": "on",
+              "utm_source": "yandex", "utm_medium": "cpc"}),
+    ("open", {"first_name": "Борис Новый", "email": "boris@example.ru", "comment": "перезвоните"}),
+    ("open", {"first_name": "Только телефон", "phone": "+7 912 000-00-01"}),
+    ("open", {"first_name": "Анна Петровна", "email": "anna@example.ru", "phone": "+79123334455"}),
+    ("open", {"first_name": "Вера", "email": "vera.old@example.ru"}),
+    ("open", {"first_name": "Глеб", "email": "gleb@example.ru", "_vid": "visitor-of-boris-1"}),
+    ("optin", {"first_name": "Дарья", "email": "darya@example.ru", "consent": "on"}),
+    ("optin", {"first_name": "Дарья", "email": "darya@example.ru", "consent": "on"}),
+]
+
+
+async def _prepare(db: Database) -> None:
+    """Leads and browsers the posts run into."""
+    async with db.sessions() as session:
+        for form in (OPEN_FORM, OPTIN_FORM):
+            await create_form(session, FormIn.model_validate(form))
+        await record_intake(
+            session, {"email": "boris@example.ru", "phone": "+79120000001", "first_name": "Борис"},
+            Origin(channel="api", visitor_id="visitor-of-boris-1"), "created", tags=["vip"],
+        )
+        vera = await record_intake(session, {"email": "vera@example.ru"}, Origin(channel="api"), "created")
+        old = await record_intake(session, {"email": "vera.old@example.ru"}, Origin(channel="api"), "created")
+        await merge_leads(session, vera.lead.id, old.lead.id)
+        session.add(Touchpoint(visitor_id="visitor-anonymous-1", channel="event", source="google"))
+        session.add(Activity(visitor_id="visitor-anonymous-1", type="page_view", data={"path": "/prices"}))
+        await session.commit()
+
+
+async def _posts(db: Database) -> list[FormPost]:
+    forms = LiveForms()
+    posts = []
+    for key, values in POSTS:
+        form = await forms.get(db, key)
+        visit = visit_from(values, "https://example.ru/landing", None, "198.51.100.4")
+        posts.append(await check_post(db, form, values, visit, "RU"))
+    return posts
+
+
+async def _state(db: Database) -> dict[str, Any]:
+    """What a marketer sees, without ids and times."""
+    async with db.sessions() as session:
+        leads = list(await session.scalars(select(Lead).where(Lead.merged_into_id.is_(None))))
+        name: dict[Any, str | None] = {lead.id: lead.email or lead.phone for lead in leads}
+        tags = Counter((name.get(t.lead_id), t.tag) for t in await session.scalars(select(LeadTag)))
+        touchpoints = Counter(
+            (name.get(t.lead_id), t.channel, t.source, t.campaign, t.landing_page)
+            for t in await session.scalars(select(Touchpoint))
+        )
+        activities = Counter(  # what the visitor sent (the setup's merge record holds ids)
+            (name.get(a.lead_id), a.type, str(a.data) if a.type == "form_submitted" else "")
+            for a in await session.scalars(select(Activity))
+        )
+        consents = Counter(
+            (name.get(c.lead_id), c.purpose, c.granted, c.wording, c.ip) for c in await session.scalars(select(Consent))
+        )
+        visitors = {v.visitor_id: name.get(v.lead_id) for v in await session.scalars(select(Visitor))}
+        events = Counter(
+            (e.name, name.get(_uuid(e.payload.get("lead_id")))) for e in await session.scalars(select(OutboxEvent))
+        )
+    return {
+        "leads": sorted(
+            (lead.email or "", lead.phone or "", lead.first_name or "", lead.source_channel, lead.customer_status)
+            for lead in leads
+        ),
+        "tags": tags, "touchpoints": touchpoints, "activities": activities, "consents": consents,
+        "visitors": visitors, "events": events,
+    }
+
+
+def _uuid(value: Any) -> Any:
+    import uuid
+
+    return uuid.UUID(value) if isinstance(value, str) else value
+
+
+async def test_posts_written_in_one_group_record_what_they_record_one_by_one(db: Database) -> None:
+    with clock.frozen(clock.now()):
+        await _prepare(db)
+        for post in await _posts(db):
+            async with db.sessions() as session:
+                await submit_form(session, post)
+                await session.commit()
+        alone = await _state(db)
+
+        await empty_tables(db)
+        await _prepare(db)
+        async with db.sessions() as session:
+            results = await record_posts(session, await _posts(db))
+            await session.commit()
+        grouped = await _state(db)
+
+    assert grouped == alone
+    # and what that is, in the words of the cases above
+    assert [r.created for r in results] == [True, False, False, False, False, True, True, False]
+    assert results[0].lead_id == results[3].lead_id  # the same person twice in one group
+    assert results[1].lead_id == results[2].lead_id  # Борис by email, then by his phone
+    leads = {row[0]: row for row in grouped["leads"]}
+    assert leads["anna@example.ru"][1:3] == ("+79123334455", "Анна Петровна")
+    assert "vera.old@example.ru" not in leads and leads["vera@example.ru"][2] == "Вера"
+    assert grouped["visitors"] == {
+        "visitor-anonymous-1": "anna@example.ru", "visitor-of-boris-1": "gleb@example.ru",
+    }
+    assert grouped["touchpoints"][("anna@example.ru", "event", "google", None, None)] == 1  # page views claimed
+    assert grouped["consents"][("darya@example.ru", "marketing_email", False, "Согласен на рассылку",
+                                "198.51.100.4")] == 2
+    assert grouped["events"][("lead.optin_requested", "darya@example.ru")] == 2
+
+
+async def test_one_bad_post_fails_alone_and_the_others_in_its_group_are_recorded(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import leads.intake.form_batch as form_batch
+
+    await _prepare(db)
+    posts = await _posts(db)
+    real_submit = form_batch.submit_form
+
+    async def submit_refusing_boris(session: Any, post: FormPost) -> Any:
+        if post.cleaned.profile.get("email") == "boris@example.ru":
+            raise RuntimeError("the database refused this row")
+        return await real_submit(session, post)
+
+    async def failing_group(session: Any, group: list[FormPost]) -> Any:
+        raise RuntimeError("the group's transaction failed")
+
+    monkeypatch.setattr(form_batch, "record_posts", failing_group)
+    monkeypatch.setattr(form_batch, "submit_form", submit_refusing_boris)
+    batcher = FormBatcher(db, writers=1)
+    outcomes = await asyncio.gather(*(batcher.record(p) for p in posts[:3]), return_exceptions=True)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert not isinstance(outcomes[0], BaseException) and not isinstance(outcomes[2], BaseException)
+    async with db.sessions() as session:
+        anna = await session.scalar(select(Lead).where(Lead.email == "anna@example.ru"))
+        boris = await session.scalar(select(Lead).where(Lead.email == "boris@example.ru"))
+    assert anna is not None and anna.id == outcomes[0].lead_id  # type: ignore[union-attr]
+    assert boris is not None and boris.first_name == "Только телефон"  # the phone-only post found him
+
+
+async def test_concurrent_posts_over_http_share_transactions_and_each_gets_its_own_lead(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def transactions() -> float:
+        return REGISTRY.get_sample_value("nurture_intake_batch_posts_count", {"channel": "form"}) or 0.0
+
+    await _prepare(db)
+    emails = [f"guest{i}@example.ru" for i in range(60)]
+    before = transactions()
+    answers = await asyncio.gather(*(
+        client.post("/v1/forms/open/submit", json={"email": e, "first_name": "Гость"}) for e in emails
+    ))
+    assert [a.status_code for a in answers] == [201] * len(emails)
+    async with db.sessions() as session:
+        stored = dict((await session.execute(select(Lead.email, Lead.id).where(Lead.email.in_(emails)))).all())
+    assert {a.json()["lead_id"] for a in answers} == {str(stored[e]) for e in emails}
+    assert [str(stored[e]) for e in emails] == [a.json()["lead_id"] for a in answers]
+    assert transactions() - before < len(emails) / 2  # posts that arrive together are written together
