@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,7 +24,22 @@ from core.errors import NurtureError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from core.settings import Settings, get_settings
 
+# nurture reports through its own Prometheus metrics and JSON logs; FastAPI's OpenTelemetry hooks
+# would otherwise look up the (unconfigured) providers on every request
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
 log = logs.get_logger("nurture.http")
+
+
+def settle_gc() -> None:
+    """Once the app has started: move what start-up made (modules, the ORM's mappers, settings)
+    out of the collector's way and collect the young generation less often. A request makes
+    thousands of short-lived objects; with the default threshold the collector ran every few
+    requests and its full passes walked every start-up object, which showed as 100+ ms stalls
+    in the p99 of form intake."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
 
 
 def create_app(settings: Settings | None = None, db: Database | None = None) -> FastAPI:
@@ -33,6 +50,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.db is None:
             app.state.db = Database(settings.resolved_database_url(), settings.db_pool_size)
+        settle_gc()
         yield
         if (batcher := getattr(app.state, "form_batcher", None)) is not None:
             await batcher.close()  # the posts already accepted are committed before the pool closes
@@ -44,6 +62,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         version="0.1.0",
         description="Lead intake, scoring, campaigns, sales handoff and attribution.",
         lifespan=lifespan,
+        telemetry=NO_TELEMETRY,
     )
     app.state.settings = settings
     app.state.db = db

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from app.main import NO_TELEMETRY, settle_gc
 from core.ids import new_id
 from core.web import read_body
 from leads.api.forms import parse_form_body
@@ -20,7 +21,7 @@ def create_bare_app() -> FastAPI:
 
     form = Form()
     apply_definition(form, FormIn.model_validate(BENCH_FORM))
-    app = FastAPI()
+    app = FastAPI(telemetry=NO_TELEMETRY)  # as nurture's app, so only the work differs
 
     @app.post("/v1/forms/{form_key}/submit")
     async def submit(form_key: str, request: Request) -> JSONResponse:
@@ -31,4 +32,5 @@ def create_bare_app() -> FastAPI:
         clean_values(form, values, {}, "RU")
         return JSONResponse({"lead_id": str(new_id())}, status_code=201)
 
+    settle_gc()  # the same process settings as nurture's app, so only the work differs
     return app

@@ -13,8 +13,9 @@ import asyncio
 import json
 import random
 from typing import Any
+from urllib.parse import urlencode
 
-from _harness import closed_loop, http_session, open_loop, scratch_database, server
+from _harness import closed_loop, lean_http, open_loop, scratch_database, server, uv_run
 
 FIRST = ["Иван", "Мария", "Алексей", "Ольга", "John", "Anna", "Дмитрий", "Елена"]
 LAST = ["Петров", "Смирнова", "Иванов", "Кузнецова", "Smith", "Brown"]
@@ -61,14 +62,12 @@ async def seed_form(url: str) -> None:
 
 async def load(base: str, label: str, args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
     run = f"{label}{random.randrange(10**6)}"
-    url = f"{base}/v1/forms/bench/submit"
+    path = "/v1/forms/bench/submit"
 
-    async with http_session(args.concurrency) as http:
+    async with lean_http(base, args.concurrency) as http:
 
         async def send(i: int) -> bool:
-            async with http.post(url, data=form_body(i, run), headers={"accept": "application/json"}) as resp:
-                await resp.read()
-                return resp.status == 201
+            return await http.request(http.form_post(path, urlencode(form_body(i, run)).encode())) == 201
 
         # warm-up: connections, caches, JIT-free Python paths
         await closed_loop(send, min(args.concurrency, 20), 200, 10)
@@ -86,14 +85,14 @@ async def load(base: str, label: str, args: argparse.Namespace, rate: float | No
 def measure(label: str, env: dict[str, str], factory: str, args: argparse.Namespace,
             rate: float | None) -> dict[str, Any]:
     with server(factory, env, workers=args.workers) as base:
-        result = asyncio.run(load(base, label, args, rate))
+        result = uv_run(load(base, label, args, rate))
     print(json.dumps(result), flush=True)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--requests", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--latency-seconds", type=float, default=8)

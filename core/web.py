@@ -62,6 +62,8 @@ def client_ip(request: Request, settings: Settings) -> str:
     from the right: the first address that is not one of our proxies is the client (anything
     further left was written by the client and can be forged)."""
     peer = request.client.host if request.client else ""
+    if not settings.trusted_proxies:
+        return peer
     proxies = settings.trusted_proxy_set()
     forwarded = request.headers.get("x-forwarded-for")
     if not forwarded or peer not in proxies:
