@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -20,6 +21,8 @@ user_cli = typer.Typer(help="Users of the web UI and API.", no_args_is_help=True
 key_cli = typer.Typer(help="API keys.", no_args_is_help=True)
 cli.add_typer(user_cli, name="user")
 cli.add_typer(key_cli, name="apikey")
+events_cli = typer.Typer(help="The event pipeline's dead letters.", no_args_is_help=True)
+cli.add_typer(events_cli, name="events")
 
 T = TypeVar("T")
 
@@ -66,13 +69,111 @@ def serve(
     import uvicorn
 
     from core import logging as logs
+    from core.redis import redis_url_for
 
     settings = get_settings()
     logs.configure(settings.log_level, settings.log_json)
-    uvicorn.run(
-        "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
-        workers=workers, log_level="warning", proxy_headers=False,
-    )
+    with redis_url_for(settings) as url:
+        os.environ["NURTURE_REDIS_URL"] = url  # read by every API process the factory makes
+        get_settings.cache_clear()
+        uvicorn.run(
+            "app.main:create_app", factory=True, host=host or settings.host, port=port or settings.port,
+            workers=workers, log_level="warning", proxy_headers=False,
+        )
+
+
+@cli.command()
+def worker() -> None:
+    """Run event handlers, the outbox relay and the sweeper (Ctrl-C finishes the jobs in hand)."""
+    from core import logging as logs
+    from core.redis import redis_url_for
+    from worker.main import run_worker
+
+    settings = get_settings()
+    logs.configure(settings.log_level, settings.log_json)
+    with redis_url_for(settings) as url:
+        typer.echo(f"worker started (queue {url})", err=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            run_async(run_worker(settings, url))
+
+
+@cli.command()
+def status(as_json: bool = typer.Option(False, "--json", help="One JSON object")) -> None:
+    """The event pipeline: queue depth, lag, dead letters, workers alive."""
+    import json
+
+    from core.redis import redis_url_for
+    from worker.main import queue_pool
+    from worker.status import pipeline_status
+
+    settings = get_settings()
+
+    async def body(url: str) -> dict[str, Any]:
+        db = database()
+        queue = await queue_pool(url)
+        try:
+            return await pipeline_status(db, queue)
+        finally:
+            await queue.aclose()
+            await db.dispose()
+
+    with redis_url_for(settings) as url:
+        report = run_async(body(url))
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    workers = report.pop("workers")
+    for key, value in report.items():
+        typer.echo(f"{key.replace('_', ' '):<20} {'unknown' if value is None else value}")
+    typer.echo(f"{'workers alive':<20} {'unknown' if workers is None else len(workers)}")
+    for beat in workers or []:
+        typer.echo(f"  {beat['id']}  running {beat['running']}  done {beat['complete']}  failed {beat['failed']}")
+
+
+@events_cli.command("failed")
+def events_failed(limit: int = typer.Option(100, help="At most this many")) -> None:
+    """List dead letters: handlers that failed on every try (one JSON line each)."""
+    import json
+
+    from worker.status import failed_events, failed_out
+
+    async def body() -> list[dict[str, Any]]:
+        db = database()
+        try:
+            async with db.sessions() as session:
+                return [failed_out(f) for f in await failed_events(session, limit)]
+        finally:
+            await db.dispose()
+
+    for row in run_async(body()):
+        typer.echo(json.dumps(row, ensure_ascii=False))
+
+
+@events_cli.command("retry")
+def events_retry(
+    ids: list[str] = typer.Argument(None, help="Dead-letter ids (from `nurture events failed`)"),
+    all_: bool = typer.Option(False, "--all", help="Retry every open dead letter"),
+) -> None:
+    """Give dead letters another round of tries (the worker picks them up)."""
+    from core.ids import parse_id
+    from worker.status import retry_failed
+
+    if bool(ids) == all_:
+        typer.echo("error: give dead-letter ids or --all", err=True)
+        raise typer.Exit(2)
+
+    async def body() -> int:
+        wanted = None if all_ else [parse_id(i, "id") for i in ids]
+        db = database()
+        try:
+            async with db.sessions() as session:
+                queued = await retry_failed(session, wanted)
+                await session.commit()
+                return queued
+        finally:
+            await db.dispose()
+
+    typer.echo(f"{run_async(body())} dead letters queued for another try")
 
 
 @cli.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import uuid
@@ -50,10 +51,22 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if app.state.db is None:
             app.state.db = Database(settings.resolved_database_url(), settings.db_pool_size)
+        if settings.redis_url and getattr(app.state, "queue", None) is None:
+            from core.outbox import RedisNudge, set_nudge
+            from worker.main import queue_pool
+
+            app.state.queue = await queue_pool(settings.redis_url)
+            set_nudge(RedisNudge(app.state.queue))  # the relay hears of each commit at once
         settle_gc()
         yield
         if (batcher := getattr(app.state, "form_batcher", None)) is not None:
             await batcher.close()  # the posts already accepted are committed before the pool closes
+        if (queue := getattr(app.state, "queue", None)) is not None:
+            from core.outbox import set_nudge
+
+            set_nudge(None)
+            await queue.aclose()
+            app.state.queue = None
         if owns_db:
             await app.state.db.dispose()
 
@@ -174,11 +187,21 @@ def _install_routes(app: FastAPI) -> None:
             checks["database"] = "ok"
         except Exception as exc:  # readiness reports, never raises
             checks["database"] = f"error: {type(exc).__name__}"
+        if (queue := getattr(request.app.state, "queue", None)) is not None:
+            try:
+                await queue.ping()
+                checks["redis"] = "ok"
+            except Exception as exc:
+                checks["redis"] = f"error: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
+    async def metrics(request: Request) -> PlainTextResponse:
+        from worker.status import export_metrics, pipeline_status
+
+        with contextlib.suppress(Exception):  # the rest of the metrics are still worth a scrape
+            export_metrics(await pipeline_status(request.app.state.db, getattr(request.app.state, "queue", None)))
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     include_routers(app)

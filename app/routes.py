@@ -8,8 +8,10 @@ from fastapi import FastAPI
 def include_routers(app: FastAPI) -> None:
     from app import api_keys, demo
     from leads.api import routers as lead_routers
+    from worker import api as pipeline_api
 
     for router in lead_routers:  # public intake first (see leads.api)
         app.include_router(router)
     app.include_router(api_keys.router)
+    app.include_router(pipeline_api.router)
     app.include_router(demo.router)

@@ -1,7 +1,9 @@
-"""`nurture run`: one process, one Ctrl-C — migrations, demo seed, the API and inbound SMTP."""
+"""`nurture run`: one process, one Ctrl-C — migrations, demo seed, embedded Redis, the API, the worker
+and inbound SMTP."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import typer
@@ -10,6 +12,7 @@ import uvicorn
 from core import logging as logs
 from core.auth import Scope, create_api_key
 from core.db import Database
+from core.redis import redis_url_for
 from core.settings import Settings
 from migrations import upgrade
 
@@ -27,6 +30,11 @@ async def seed(db: Database) -> str:
 
 
 async def run_all(settings: Settings, with_demo: bool = True) -> None:
+    with redis_url_for(settings) as redis_url:
+        await _run_all(settings.model_copy(update={"redis_url": redis_url}), with_demo)
+
+
+async def _run_all(settings: Settings, with_demo: bool) -> None:
     logs.configure(settings.log_level, json=False)
     db = Database(settings.resolved_database_url(), settings.db_pool_size)
     await upgrade(db.engine)
@@ -34,8 +42,11 @@ async def run_all(settings: Settings, with_demo: bool = True) -> None:
 
     from app.main import create_app
     from leads.smtpd import start_smtpd
+    from worker.main import build_worker, finish_jobs
 
     smtpd = await start_smtpd(db, settings)
+    worker = build_worker(settings, db, settings.redis_url, handle_signals=False)
+    worker_task = asyncio.create_task(worker.async_run())
     config = uvicorn.Config(create_app(settings, db), host=settings.host, port=settings.port, log_level="warning")
     server = uvicorn.Server(config)
     base = f"http://{settings.host}:{settings.port}"
@@ -45,6 +56,7 @@ async def run_all(settings: Settings, with_demo: bool = True) -> None:
         f"  API            {base}   (docs: {base}/docs)",
         f"  demo landing   {base}/demo/landing",
         f"  inbound SMTP   smtp://{settings.smtpd_host}:{settings.smtpd_port}",
+        f"  job queue      {settings.redis_url}   (worker running here; `nurture status`)",
         f"  database       {settings.resolved_database_url()}",
     ]
     if seeded:
@@ -54,6 +66,10 @@ async def run_all(settings: Settings, with_demo: bool = True) -> None:
     try:
         await server.serve()
     finally:
+        await finish_jobs(worker, seconds=10)
+        worker_task.cancel()
+        with contextlib.suppress(BaseException):
+            await worker_task
         with contextlib.suppress(Exception):
             await smtpd.stop()
         await db.dispose()

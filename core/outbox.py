@@ -1,17 +1,22 @@
-"""The outbox: events written in the caller's transaction, relayed to the worker after commit."""
+"""The outbox: events written in the caller's transaction, relayed to the worker after commit,
+and the records that make each handler's effect happen once (handled events, dead letters)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String
+from sqlalchemy import ForeignKey, Index, String, Text, event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
 from core.db import Base, IdMixin
+
+NUDGE_CHANNEL = "nurture:outbox"
 
 
 class OutboxEvent(IdMixin, Base):
@@ -21,14 +26,48 @@ class OutboxEvent(IdMixin, Base):
     payload: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=clock.now)
     relayed_at: Mapped[datetime | None]
+    # every handler of the event has either applied its effect or gone to the dead letters
+    done_at: Mapped[datetime | None]
 
-    __table_args__ = (Index("ix_outbox_events_unrelayed", "relayed_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_events_unrelayed", "relayed_at", "created_at"),
+        Index("ix_outbox_events_undone", "done_at", "relayed_at"),
+    )
+
+
+class HandledEvent(Base):
+    """Written in the same transaction as a handler's effect: a redelivered event finds it and
+    does nothing (the primary key makes a concurrent second delivery wait, then skip)."""
+
+    __tablename__ = "handled_events"
+
+    handler: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("outbox_events.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    handled_at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class FailedEvent(IdMixin, Base):
+    """A dead letter: a handler that failed on every try; kept until someone retries it."""
+
+    __tablename__ = "failed_events"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), index=True)
+    handler: Mapped[str] = mapped_column(String(100))
+    attempts: Mapped[int]
+    error: Mapped[str] = mapped_column(Text)
+    failed_at: Mapped[datetime] = mapped_column(default=clock.now)
+    retried_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_failed_events_open", "retried_at", "failed_at"),)
 
 
 async def emit(session: AsyncSession, name: str, payload: dict[str, Any]) -> OutboxEvent:
     """Record that `name` happened; it becomes visible to the worker only if the caller commits."""
     event = OutboxEvent(name=name, payload=_jsonable(payload), created_at=clock.now())
     session.add(event)
+    session.info["outbox"] = True
     return event
 
 
@@ -42,3 +81,67 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     return value
+
+
+# --- the nudge: the relay hears of a commit at once instead of at its next poll ---------------
+
+_nudge: Callable[[], None] | None = None
+
+
+def set_nudge(nudge: Callable[[], None] | None) -> None:
+    """Install this process's nudge (a Redis publish); None turns it off."""
+    global _nudge
+    _nudge = nudge
+
+
+def nudge() -> None:
+    """Tell the relay that events were committed; a no-op where no nudge is installed
+    (the relay's poll is the safety net)."""
+    if _nudge is not None:
+        _nudge()
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if session.info.pop("outbox", False):
+        nudge()
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop("outbox", None)
+
+
+class RedisNudge:
+    """Publishes on NUDGE_CHANNEL without making the committer wait; while one publish is in
+    flight further commits ride on it, so a burst of commits costs a few publishes."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.pending = False
+        self.again = False
+        self.task: asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        if self.pending:
+            self.again = True
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self.pending = True
+        self.task = loop.create_task(self._publish())
+
+    async def _publish(self) -> None:
+        try:
+            while True:
+                self.again = False
+                try:
+                    await self.redis.publish(NUDGE_CHANNEL, b"1")
+                except Exception:  # Redis down: the relay's poll finds the events
+                    return
+                if not self.again:
+                    return
+        finally:
+            self.pending = False

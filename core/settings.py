@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     smtpd_host: str = Field(default="127.0.0.1", description="Address `nurture smtpd` listens on")
     smtpd_port: int = Field(default=2525, description="Port `nurture smtpd` listens on")
     db_pool_size: int = Field(default=20, description="PostgreSQL connections per process")
+    redis_url: str = Field(
+        default="", description="redis:// or unix:// URL; empty means a redis-server nurture starts in data_dir"
+    )
+    worker_concurrency: int = Field(default=20, description="Jobs one `nurture worker` runs at once")
+    job_timeout: int = Field(default=120, description="Seconds a job may run; a dead worker's job restarts after it")
+    job_max_tries: int = Field(default=5, description="Tries of an event handler before it goes to the dead letters")
+    job_retry_seconds: float = Field(default=2.0, description="First wait before a failed handler is tried again")
+    outbox_poll_seconds: float = Field(default=2.0, description="Safety-net poll of the outbox when no nudge came")
+    sweep_seconds: float = Field(default=15.0, description="How often the sweeper looks for work Redis forgot")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -378,6 +378,41 @@ async def refresh_segment(session: AsyncSession, segment: Segment) -> tuple[int,
     return len(entered), len(left)
 
 
+async def place_lead(session: AsyncSession, lead_id: uuid.UUID) -> tuple[int, int]:
+    """Bring one lead's memberships up to date after it changed, as a refresh of every segment
+    would for this lead alone (segment.entered / segment.left for each difference).
+
+    Returns (entered, left). Takes the same segment locks as `refresh_segment`, in one sorted
+    round trip, so a concurrent refresh never announces the same difference twice.
+    """
+    segments = list(await session.scalars(select(Segment).order_by(Segment.id)))
+    if not segments:
+        return 0, 0
+    await lock_keys(session, *(f"segment:{s.id}" for s in segments))
+    current = set(await session.scalars(select(SegmentMember.segment_id).where(SegmentMember.lead_id == lead_id)))
+    alive = (await session.scalar(select(func.count()).select_from(Lead).where(Lead.id == lead_id, *live_leads())))
+    entered = left = 0
+    now = clock.now()
+    for segment in segments:
+        condition = await segment_condition(session, segment.filter)
+        inside = bool(alive) and bool(await session.scalar(select(exists().where(Lead.id == lead_id, condition))))
+        if inside and segment.id not in current:
+            session.add(SegmentMember(segment_id=segment.id, lead_id=lead_id, entered_at=now))
+            await session.execute(
+                update(Segment).where(Segment.id == segment.id).values(member_count=Segment.member_count + 1)
+            )
+            await emit(session, "segment.entered", {"segment_id": segment.id, "lead_id": lead_id})
+            entered += 1
+        elif not inside and segment.id in current:
+            await session.execute(
+                delete(SegmentMember).where(SegmentMember.segment_id == segment.id, SegmentMember.lead_id == lead_id)
+            )
+            await leave_segment(session, segment.id, lead_id)
+            left += 1
+    await session.flush()
+    return entered, left
+
+
 async def leave_segment(session: AsyncSession, segment_id: uuid.UUID, lead_id: uuid.UUID) -> None:
     """Count one member fewer and announce that `lead_id` left the segment, as a refresh would
     (the caller has taken the segment's lock and removes the membership row)."""

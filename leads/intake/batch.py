@@ -125,7 +125,8 @@ class BatchRows:
     moved_visitors: dict[str, uuid.UUID] = field(default_factory=dict)  # known visitor id → its new lead
 
     def event(self, name: str, payload: dict[str, Any], at: datetime) -> None:
-        self.events.append({"id": new_id(), "name": name, "payload": payload, "created_at": at, "relayed_at": None})
+        self.events.append({"id": new_id(), "name": name, "payload": payload, "created_at": at, "relayed_at": None,
+                            "done_at": None})
 
 
 def merge(book: LeadBook, lead: BatchLead, profile: dict[str, Any], custom: dict[str, Any], tags: list[str],
@@ -316,6 +317,8 @@ async def write_batch(session: AsyncSession, leads: list[BatchLead], rows: Batch
         for lead in leads if lead.new
     ]
     tag_rows = [{"lead_id": lead.id, "tag": tag} for lead in leads for tag in lead.new_tags]
+    if rows.events:
+        session.info["outbox"] = True  # the relay is nudged when the caller commits
     await insert_rows(session, [
         (table, values) for table, values in (
             (leads_t, new), (tags_t, tag_rows), (visitors_t, list(rows.new_visitors.values())),

@@ -1,0 +1,190 @@
+"""`nurture worker`: the arq worker with the relay, the sweeper and a heartbeat beside it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from arq import Worker
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import func
+
+from core.db import Database
+from core.events import Handler
+from core.logging import get_logger
+from core.outbox import RedisNudge, set_nudge
+from core.settings import Settings, get_settings
+from worker.dispatch import DISPATCH_JOB, Dispatcher, dispatch_job
+from worker.registry import Registry, load_registry
+from worker.relay import Relay, _wait
+from worker.sweeper import sweep
+
+log = get_logger("worker")
+QUEUE = "nurture:queue"
+HEARTBEAT_PREFIX = "nurture:worker:"
+HEARTBEAT_SECONDS = 5
+
+
+def redis_settings(url: str) -> RedisSettings:
+    return RedisSettings.from_dsn(url)
+
+
+async def queue_pool(url: str) -> ArqRedis:
+    return await create_pool(redis_settings(url), default_queue_name=QUEUE)
+
+
+def lease_seconds(settings: Settings) -> float:
+    """How long a relayed event may stay undone before the sweeper calls it lost."""
+    return settings.job_timeout + 10 + settings.sweep_seconds
+
+
+class Background:
+    """The loops a worker runs beside its jobs: relay, sweeper, heartbeat."""
+
+    def __init__(self, settings: Settings, db: Database, queue: ArqRedis, registry: Registry) -> None:
+        self.settings = settings
+        self.db = db
+        self.queue = queue
+        self.relay = Relay(db, queue, registry)
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.started = time.time()
+        self.worker: Worker | None = None
+
+    def start(self) -> None:
+        self.tasks = [
+            asyncio.create_task(self.relay.run(self.settings.outbox_poll_seconds, self.stop)),
+            asyncio.create_task(self._sweep_loop()),
+            asyncio.create_task(self._heartbeat_loop()),
+        ]
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.queue.delete(HEARTBEAT_PREFIX + self.worker_id)
+
+    async def _sweep_loop(self) -> None:
+        while not self.stop.is_set():
+            await _wait(self.stop, self.settings.sweep_seconds)
+            try:
+                swept = await sweep(self.db, lease_seconds(self.settings))
+                if swept.events:
+                    log.warning("sweeper found lost events", events=swept.events)
+                    await self.relay.drain()
+            except Exception as exc:
+                log.warning("sweep failed", error=repr(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        while not self.stop.is_set():
+            worker = self.worker
+            beat = {
+                "id": self.worker_id, "pid": os.getpid(), "host": socket.gethostname(), "started": self.started,
+                "seen": time.time(), "running": len(worker.tasks) if worker else 0,
+                "complete": worker.jobs_complete if worker else 0, "failed": worker.jobs_failed if worker else 0,
+            }
+            with contextlib.suppress(Exception):
+                await self.queue.set(HEARTBEAT_PREFIX + self.worker_id, json.dumps(beat), ex=HEARTBEAT_SECONDS * 3)
+            await _wait(self.stop, HEARTBEAT_SECONDS)
+
+
+async def start(ctx: dict[str, Any], settings: Settings, db: Database, registry: Registry) -> Background:
+    """Worker start-up: the dispatcher for the jobs, and the relay, sweeper and heartbeat loops."""
+    ctx["dispatcher"] = Dispatcher(db, registry, settings.job_max_tries, settings.job_retry_seconds)
+    queue: ArqRedis = ctx["redis"]
+    set_nudge(RedisNudge(queue))  # events a handler emits wake the relay too
+    background = Background(settings, db, queue, registry)
+    background.start()
+    log.info("worker started", id=background.worker_id, handlers=sorted(registry.by_name))
+    return background
+
+
+async def stop(ctx: dict[str, Any]) -> None:
+    if (background := ctx.pop("background", None)) is not None:
+        await background.close()
+    set_nudge(None)
+
+
+def build_worker(settings: Settings, db: Database, redis_url: str, extra_handlers: Iterable[Handler] = (),
+                 handle_signals: bool = True) -> Worker:
+    """An arq Worker for events.dispatch; its startup starts the relay, sweeper and heartbeat."""
+    registry = load_registry(extra_handlers)
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["background"] = await start(ctx, settings, db, registry)
+        ctx["background"].worker = worker
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await stop(ctx)
+
+    worker = Worker(
+        functions=[func(dispatch_job, name=DISPATCH_JOB)],  # type: ignore[arg-type]
+        queue_name=QUEUE,
+        redis_settings=redis_settings(redis_url),
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+        max_jobs=settings.worker_concurrency,
+        job_timeout=settings.job_timeout,
+        # the dispatcher counts tries and writes dead letters itself; arq's limit only stops a job
+        # that kills its worker every time
+        max_tries=settings.job_max_tries + 5,
+        keep_result=0,
+        poll_delay=0.05,
+        handle_signals=handle_signals,
+        job_completion_wait=settings.job_timeout if handle_signals else 0,
+    )
+    return worker
+
+
+async def finish_jobs(worker: Worker, seconds: float) -> None:
+    """Graceful stop: take no new job, give the running ones `seconds` to finish; what is still
+    running then is cancelled (its transaction rolls back) and arq queues it again."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=seconds)
+    with contextlib.suppress(Exception):
+        await worker.close()
+
+
+async def run_worker(settings: Settings, redis_url: str, extra_handlers: Iterable[Handler] = ()) -> None:
+    db = Database(settings.resolved_database_url(), settings.db_pool_size)
+    worker = build_worker(settings, db, redis_url, extra_handlers)
+    try:
+        await worker.async_run()
+    finally:
+        with contextlib.suppress(Exception):
+            await worker.close()
+        await db.dispose()
+
+
+class WorkerSettings:
+    """For `arq worker.main.WorkerSettings`; `nurture worker` is the usual way in (it also starts
+    the embedded Redis when NURTURE_REDIS_URL is empty)."""
+
+    functions = [func(dispatch_job, name=DISPATCH_JOB)]
+    queue_name = QUEUE
+    redis_settings = redis_settings(get_settings().redis_url or "redis://127.0.0.1:6379")
+
+    @staticmethod
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        settings = get_settings()
+        ctx["db"] = Database(settings.resolved_database_url(), settings.db_pool_size)
+        ctx["background"] = await start(ctx, settings, ctx["db"], load_registry())
+
+    @staticmethod
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await stop(ctx)
+        await ctx["db"].dispose()
