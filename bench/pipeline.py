@@ -301,13 +301,30 @@ class PipelineTarget(Target):
         from core.outbox import FailedEvent, HandledEvent, OutboxEvent
 
         async with self.db.sessions() as session:
-            return {
+            extras: dict[str, Any] = {
                 "events_in_outbox": await session.scalar(select(func.count()).select_from(OutboxEvent)),
                 "handled_records": await session.scalar(
                     select(func.count()).select_from(HandledEvent).where(HandledEvent.handler == HANDLER)
                 ),
                 "dead_letters": await session.scalar(select(func.count()).select_from(FailedEvent)),
             }
+            # where the latency phase's time went, by the rows' own clocks: created_at is taken in
+            # emit(), before the commit; relayed_at after the relay enqueued; done_at in the handler's
+            # transaction
+            rows = (await session.execute(
+                select(OutboxEvent.created_at, OutboxEvent.relayed_at, OutboxEvent.done_at)
+                .where(OutboxEvent.payload["p"].as_string() == "lat")
+            )).all()
+        if rows:
+            relayed = [(r.relayed_at - r.created_at).total_seconds() for r in rows if r.relayed_at]
+            done = [(r.done_at - r.relayed_at).total_seconds() for r in rows if r.done_at and r.relayed_at]
+            extras["latency_breakdown_ms"] = {
+                "emit_to_relayed_p50": round(percentile(relayed, 50) * 1000, 2),
+                "emit_to_relayed_p99": round(percentile(relayed, 99) * 1000, 2),
+                "relayed_to_done_p50": round(percentile(done, 50) * 1000, 2),
+                "relayed_to_done_p99": round(percentile(done, 99) * 1000, 2),
+            }
+        return extras
 
     async def close(self) -> None:
         from core.outbox import set_nudge
@@ -602,7 +619,7 @@ def main() -> None:
         return result.get(phase, {}).get(key)
 
     raw_per_s = get(raw, "throughput", "per_s")
-    summary: dict[str, Any] = {"bench": "pipeline", "summary": True, "raw_arq_per_s": raw_per_s}
+    summary: dict[str, Any] = {"bench": "pipeline", "summary": True, "cpus": os.cpu_count(), "raw_arq_per_s": raw_per_s}
     for count, result in pipeline.items():
         per_s = get(result, "throughput", "per_s")
         suffix = f"{count}_worker" if count == 1 else f"{count}_workers"
