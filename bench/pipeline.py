@@ -563,7 +563,7 @@ def scenario(label: str, kind: str, workers: int, redis_url: str, database_url: 
              pool_size: int) -> dict[str, Any]:
     flush_redis(redis_url)
     result: dict[str, Any] = {"bench": "pipeline", "target": label, "workers": workers,
-                              "concurrency": args.concurrency}
+                              "concurrency": args.concurrency, "load_avg_before": round(os.getloadavg()[0], 2)}
     if kind == "pipeline":
         result["db_pool_per_worker"] = pool_size * 2
     group = WorkerGroup(kind, workers, redis_url, database_url, args.concurrency, pool_size)
@@ -576,6 +576,7 @@ def scenario(label: str, kind: str, workers: int, redis_url: str, database_url: 
         result["error"] = str(exc)
     finally:
         lines = group.stop()
+    result["load_avg_after"] = round(os.getloadavg()[0], 2)  # the host is shared: a busy one skews every figure
     result["complete"] = "error" not in result and all(
         result.get(phase, {}).get("complete", False) for phase in ("throughput", "latency")
     )
