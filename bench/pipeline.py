@@ -10,6 +10,8 @@ pipeline):
   handler `bench.noop` for `bench.ping`); the producer commits events with `core.outbox.emit`
   and nudges the relay through Redis after each commit, as the API does.
 
+Workers run on plain asyncio, as `nurture worker` does; the producer runs on uvloop.
+
 Each scenario has two phases:
 
 * throughput: `--events` events committed by 8 producer tasks, 10 events per transaction (raw
@@ -22,13 +24,15 @@ Each scenario has two phases:
   time the handler (raw: the job function) started, matched by event id; the handler only notes
   its start in memory, and a task in the worker process pushes those notes to Redis every 20 ms.
 
-Prints one JSON line per scenario and a summary line. The aim (issue): pipeline throughput at
+Prints one JSON line per scenario (the pipeline's also splits the latency phase's time by the
+outbox rows' own timestamps: emit -> relayed -> done) and a summary line. The aim (issue): pipeline throughput at
 least 50% of raw arq's, and p50 < 50 ms, p99 < 500 ms at 1,000 events/s.
 
 Redis: NURTURE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/9); the bench uses database 9
-when the URL names none (or 0), and FLUSHDBs it before each scenario, so point it at a database
-nobody else uses. PostgreSQL: a scratch database (see _harness.scratch_database). Every wait is
-bounded (`--timeout` per phase); an incomplete phase is reported and the exit code is 1.
+when the URL names none (or 0), and FLUSHDBs it before and after each scenario, so point it at a
+database nobody else uses (two runs of this bench take turns: see bench_redis). PostgreSQL: a
+scratch database per pipeline scenario (see _harness.scratch_database). Every wait is bounded
+(`--timeout` per phase); an incomplete phase is reported and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import IO, Any
 
 from _harness import ROOT, percentile, scratch_database, uv_run
@@ -52,6 +56,7 @@ HANDLER = "bench.noop"
 RAW_QUEUE = "bench:raw:queue"
 START_KEY = "bench:starts:"  # + phase: "<id> <wall time of handler start>" per event
 READY_KEY = "bench:ready:"  # + pid: a raw worker that has started
+LOCK_KEY = "bench:lock"  # a run of this bench is using the Redis database
 FLUSH_SECONDS = 0.02
 POLL_SECONDS = 0.02
 PRODUCERS = 8  # throughput phase: producer tasks
@@ -405,8 +410,12 @@ async def warm_up(target: Target, limit: float) -> None:
     if not await wait_until(target.ready, deadline, target.group):
         raise WorkerDied("the workers did not start in time")
     target.expected["warm"] = WARMUP
-    for _ in range(0, WARMUP, BATCH):
-        await target.submit("warm", BATCH)
+    try:
+        async with asyncio.timeout(limit):
+            for _ in range(0, WARMUP, BATCH):
+                await target.submit("warm", BATCH)
+    except TimeoutError:
+        raise WorkerDied(f"warm-up events not committed within {limit} s") from None
     ok, _ = await settle(target, "warm", deadline)
     if not ok:
         raise WorkerDied(f"warm-up events not done within {limit} s")
@@ -484,7 +493,10 @@ async def latency(target: Target, rate: float, seconds: float, limit: float) -> 
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+    _, late = await asyncio.wait(tasks, timeout=max(1.0, start + limit - time.perf_counter()))
+    for task in late:  # commits that hang (the database is away): counted as producer errors
+        task.cancel()
+        errors.append("commit timed out")
     produced = time.perf_counter() - start
     target.expected[phase] = len(committed)
     ok, _ = await settle(target, phase, start + limit)
@@ -549,33 +561,53 @@ async def connection_budget(database_url: str) -> int:
     return limit - reserved - IN_FLIGHT - 4
 
 
-def flush_redis(redis_url: str) -> None:
+@contextlib.contextmanager
+def bench_redis(redis_url: str, hold_seconds: float) -> Iterator[None]:
+    """The bench's Redis database, emptied, for one scenario, and emptied again after it. Another
+    run of this bench on the same database waits for the lock (up to `hold_seconds`) instead of
+    flushing the database under this one."""
     from redis import Redis
 
     client = Redis.from_url(redis_url)
+    token = f"{os.getpid()}:{time.time()}".encode()
+    ttl = int(hold_seconds) + 60  # a crashed run frees the database at last
+    owned = False
     try:
-        client.flushdb()
+        deadline = time.monotonic() + hold_seconds
+        while not client.set(LOCK_KEY, token, nx=True, ex=ttl):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"another run of the bench holds {redis_url} ({LOCK_KEY})")
+            time.sleep(1)
+        owned = True
+        with client.pipeline(transaction=True) as pipe:  # FLUSHDB keeps the lock: one transaction
+            pipe.flushdb()
+            pipe.set(LOCK_KEY, token, ex=ttl)
+            pipe.execute()
+        yield
     finally:
+        if owned and client.get(LOCK_KEY) == token:
+            client.flushdb()
         client.close()
 
 
 def scenario(label: str, kind: str, workers: int, redis_url: str, database_url: str, args: argparse.Namespace,
              pool_size: int) -> dict[str, Any]:
-    flush_redis(redis_url)
     result: dict[str, Any] = {"bench": "pipeline", "target": label, "workers": workers,
-                              "concurrency": args.concurrency, "load_avg_before": round(os.getloadavg()[0], 2)}
+                              "concurrency": args.concurrency}
     if kind == "pipeline":
         result["db_pool_per_worker"] = pool_size * 2
-    group = WorkerGroup(kind, workers, redis_url, database_url, args.concurrency, pool_size)
-    try:
-        if kind == "pipeline":
-            result.update(uv_run(measure_pipeline(database_url, redis_url, workers, group, args)))
-        else:
-            result.update(uv_run(measure_raw(redis_url, workers, group, args)))
-    except WorkerDied as exc:
-        result["error"] = str(exc)
-    finally:
-        lines = group.stop()
+    with bench_redis(redis_url, 3 * args.timeout + args.seconds + 120):
+        result["load_avg_before"] = round(os.getloadavg()[0], 2)
+        group = WorkerGroup(kind, workers, redis_url, database_url, args.concurrency, pool_size)
+        try:
+            if kind == "pipeline":
+                result.update(uv_run(measure_pipeline(database_url, redis_url, workers, group, args)))
+            else:
+                result.update(uv_run(measure_raw(redis_url, workers, group, args)))
+        except WorkerDied as exc:
+            result["error"] = str(exc)
+        finally:
+            lines = group.stop()
     result["load_avg_after"] = round(os.getloadavg()[0], 2)  # the host is shared: a busy one skews every figure
     result["complete"] = "error" not in result and all(
         result.get(phase, {}).get("complete", False) for phase in ("throughput", "latency")
@@ -614,7 +646,6 @@ def main() -> None:
             # pool_size + max_overflow (= pool_size): the jobs in flight, the relay and the sweeper
             pool_size = max(2, min(args.concurrency + 2, budget // count) // 2)
             pipeline[count] = scenario(f"pipeline_{count}", "pipeline", count, redis_url, url, args, pool_size)
-    flush_redis(redis_url)
 
     def get(result: dict[str, Any], phase: str, key: str) -> Any:
         return result.get(phase, {}).get(key)
