@@ -21,6 +21,7 @@ import pytest_asyncio
 from arq.connections import ArqRedis
 from sqlalchemy import func, select, text
 
+from core import clock
 from core.db import Database
 from core.events import Event, Handler, handles
 from core.outbox import FailedEvent, OutboxEvent, RedisNudge, emit, set_nudge
@@ -147,7 +148,7 @@ async def test_a_redelivered_or_duplicated_event_has_its_effect_once(db: Databas
     lead_id = await new_lead(db)
     [event_id] = await emit_work(db, lead_id, 1)
     event = Event(id=event_id, name="test.work", payload={"lead_id": str(lead_id), "work_seconds": 0.05},
-                  created_at=__import__("core.clock", fromlist=["now"]).now())
+                  created_at=clock.now())
     first, second = (Dispatcher(db, Registry([note]), max_tries=3, retry_seconds=0.01) for _ in range(2))
     # two workers given the same event at the same moment, then a late redelivery
     await asyncio.gather(first.dispatch(event, 1), second.dispatch(event, 1))
@@ -265,7 +266,7 @@ async def test_a_dropped_postgresql_connection_leaves_nothing_half_applied(db: D
 
     dispatcher = Dispatcher(db, Registry([cut_off]), max_tries=3, retry_seconds=0.01)
     event = Event(id=event_id, name="test.work", payload={"lead_id": str(lead_id)},
-                  created_at=__import__("core.clock", fromlist=["now"]).now())
+                  created_at=clock.now())
     with pytest.raises(Exception):  # noqa: B017 - the first try fails (arq retries it)
         await dispatcher.dispatch(event, 1)
     assert await notes(db, lead_id) == [] and await pending(db) == 1

@@ -23,7 +23,7 @@ from core.outbox import RedisNudge, set_nudge
 from core.settings import Settings, get_settings
 from worker.dispatch import DISPATCH_JOB, Dispatcher, dispatch_job
 from worker.registry import Registry, load_registry
-from worker.relay import Relay, _wait
+from worker.relay import Relay, wait_or_stop
 from worker.sweeper import sweep
 
 log = get_logger("worker")
@@ -78,7 +78,7 @@ class Background:
 
     async def _sweep_loop(self) -> None:
         while not self.stop.is_set():
-            await _wait(self.stop, self.settings.sweep_seconds)
+            await wait_or_stop(self.stop, self.settings.sweep_seconds)
             try:
                 swept = await sweep(self.db, lease_seconds(self.settings))
                 if swept.events:
@@ -97,7 +97,7 @@ class Background:
             }
             with contextlib.suppress(Exception):
                 await self.queue.set(HEARTBEAT_PREFIX + self.worker_id, json.dumps(beat), ex=HEARTBEAT_SECONDS * 3)
-            await _wait(self.stop, HEARTBEAT_SECONDS)
+            await wait_or_stop(self.stop, HEARTBEAT_SECONDS)
 
 
 async def start(ctx: dict[str, Any], settings: Settings, db: Database, registry: Registry) -> Background:

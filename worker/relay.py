@@ -87,14 +87,14 @@ class Relay:
                     await self.drain()
                 except Exception as exc:  # the database or Redis is away: try again at the next poll
                     log.warning("relay failed", error=repr(exc))
-                    await _wait(stop, poll_seconds)
+                    await wait_or_stop(stop, poll_seconds)
                     continue
                 try:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_seconds)
                     while message is not None:  # fold a burst of nudges into one pass
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0)
                 except Exception:  # Redis restarted: poll, and listen again once it is back
-                    await _wait(stop, poll_seconds)
+                    await wait_or_stop(stop, poll_seconds)
                     with contextlib.suppress(Exception):
                         await pubsub.subscribe(NUDGE_CHANNEL)
         finally:
@@ -102,6 +102,7 @@ class Relay:
                 await pubsub.aclose()
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
+async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep `seconds`, or less when `stop` is set."""
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
