@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, MetaData, event, text
+from sqlalchemy import JSON, DateTime, MetaData, Select, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -153,6 +153,18 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
             ),
             {"ids": ids},
         )
+
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
+
+
+def skip_locked(query: SelectT, session: AsyncSession) -> SelectT:
+    """Lock the rows `query` picks, skipping rows another transaction holds: several workers share
+    due work (relay, sweeps) without waiting on or repeating each other. PostgreSQL only; SQLite
+    runs one writer at a time anyway."""
+    if session.get_bind().dialect.name != "postgresql":
+        return query
+    return query.with_for_update(skip_locked=True)
 
 
 async def flush_unique(session: AsyncSession, conflict: Conflict) -> None:

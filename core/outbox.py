@@ -7,9 +7,9 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, String, Text, event
+from sqlalchemy import ForeignKey, Index, String, Table, Text, event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -17,6 +17,12 @@ from core import clock
 from core.db import Base, IdMixin
 
 NUDGE_CHANNEL = "nurture:outbox"
+
+
+def nudge_channel(redis: Any) -> str:
+    """The nudge channel of the Redis database `redis` uses: channels are shared by all of a
+    server's databases, and a relay should only hear the commits meant for its own."""
+    return f"{NUDGE_CHANNEL}:{redis.connection_pool.connection_kwargs.get('db', 0)}"
 
 
 class OutboxEvent(IdMixin, Base):
@@ -61,6 +67,11 @@ class FailedEvent(IdMixin, Base):
     retried_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_failed_events_open", "retried_at", "failed_at"),)
+
+
+# the tables, for Core statements where the ORM's per-statement work would show (relay, dispatch)
+outbox_t = cast(Table, OutboxEvent.__table__)
+handled_t = cast(Table, HandledEvent.__table__)
 
 
 async def emit(session: AsyncSession, name: str, payload: dict[str, Any]) -> OutboxEvent:
@@ -113,11 +124,12 @@ def _after_rollback(session: Session) -> None:
 
 
 class RedisNudge:
-    """Publishes on NUDGE_CHANNEL without making the committer wait; while one publish is in
+    """Publishes on the nudge channel without making the committer wait; while one publish is in
     flight further commits ride on it, so a burst of commits costs a few publishes."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
+        self.channel = nudge_channel(redis)
         self.pending = False
         self.again = False
         self.task: asyncio.Task[None] | None = None
@@ -138,7 +150,7 @@ class RedisNudge:
             while True:
                 self.again = False
                 try:
-                    await self.redis.publish(NUDGE_CHANNEL, b"1")
+                    await self.redis.publish(self.channel, b"1")
                 except Exception:  # Redis down: the relay's poll finds the events
                     return
                 if not self.again:

@@ -28,6 +28,6 @@ if __name__ == "__main__":
     logs.configure("WARNING", json=True)
     settings = Settings(
         database_url=database_url, redis_url=redis_url, worker_concurrency=4,
-        job_timeout=5, job_retry_seconds=0.05, outbox_poll_seconds=0.5, sweep_seconds=3600,
+        job_timeout=5, job_retry_seconds=0.05, outbox_poll_seconds=0.5, sweep_seconds=3600, events_per_job=5,
     )
     asyncio.run(run_worker(settings, redis_url, [note]))

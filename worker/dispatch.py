@@ -1,18 +1,24 @@
-"""Runs an event's handlers, each effect exactly once: the handler's effect and the record that
-it ran (handled_events) commit together, so a redelivered or duplicated job finds the record and
-does nothing. A handler that raises is retried with exponential backoff and jitter; after its
+"""Runs events' handlers, each effect exactly once: a handler's effect and the record that it ran
+(handled_events) commit together, so a redelivered or duplicated job finds the record and does
+nothing.
+
+A job carries the ids of the events one relay pass took together. They are first handled in one
+transaction (one claim statement, one done statement: the cost of a transaction is shared); if
+anything in it fails, each event's handlers run again in a transaction of their own, so one bad
+event fails alone. A handler that raises is retried with exponential backoff and jitter; after its
 last try it becomes a dead letter (failed_events) and the event's other handlers go on."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import traceback
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from arq import Retry
-from sqlalchemy import insert, update
+from sqlalchemy import Row, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +29,7 @@ from core.db import Database
 from core.events import Event, Handler
 from core.logging import get_logger
 from core.metrics import EVENT_LAG, EVENTS_DEAD, EVENTS_FAILED, EVENTS_HANDLED
-from core.outbox import FailedEvent, HandledEvent, OutboxEvent
+from core.outbox import FailedEvent, OutboxEvent, handled_t, outbox_t
 from worker.registry import Registry
 
 log = get_logger("worker.dispatch")
@@ -36,6 +42,15 @@ def backoff(attempt: int, base: float, cap: float = 600.0) -> float:
     return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
+def job_id(event_ids: Sequence[uuid.UUID]) -> str:
+    """The job id of a group of events: the event's own id for one event, else derived from all
+    of them, so the same group relayed twice is queued once."""
+    if len(event_ids) == 1:
+        return str(event_ids[0])
+    digest = hashlib.blake2b(b"".join(i.bytes for i in event_ids), digest_size=8).hexdigest()
+    return f"{event_ids[0]}+{len(event_ids) - 1}.{digest}"
+
+
 class Dispatcher:
     def __init__(self, db: Database, registry: Registry, max_tries: int, retry_seconds: float) -> None:
         self.db = db
@@ -43,10 +58,58 @@ class Dispatcher:
         self.max_tries = max_tries
         self.retry_seconds = retry_seconds
 
-    async def dispatch(self, event: Event, attempt: int) -> None:
-        """Run the event's handlers; those that already applied their effect skip."""
+    async def dispatch(self, event_ids: Sequence[uuid.UUID], attempt: int) -> None:
+        """Run the handlers of the events not yet done; raises arq's Retry when a handler failed
+        and has tries left (the events whose handlers all succeeded are done by then)."""
+        if attempt == 1:
+            try:
+                await self._apply_together(event_ids)
+                return
+            except Exception as exc:  # one event spoils the group: each goes alone below
+                log.info("group of events failed, handling them one by one", events=len(event_ids), error=repr(exc))
+        retry = False
+        for event in await self._load(event_ids):
+            retry |= await self._dispatch_alone(event, attempt)
+        if retry:
+            raise Retry(defer=backoff(attempt, self.retry_seconds))
+
+    async def _load(self, event_ids: Sequence[uuid.UUID], session: AsyncSession | None = None) -> list[Event]:
+        query = (
+            select(OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
+            .where(OutboxEvent.id.in_(event_ids), OutboxEvent.done_at.is_(None))
+            .order_by(OutboxEvent.created_at, OutboxEvent.id)
+        )
+        if session is not None:
+            rows: Sequence[Row[Any]] = (await session.execute(query)).all()
+        else:
+            async with self.db.sessions() as own:
+                rows = (await own.execute(query)).all()
+        events = [Event(id=row.id, name=row.name, payload=row.payload, created_at=row.created_at) for row in rows]
+        now = clock.now()
+        for event in events:
+            EVENT_LAG.observe(max(0.0, (now - event.created_at).total_seconds()))
+        return events
+
+    async def _apply_together(self, event_ids: Sequence[uuid.UUID]) -> None:
+        async with self.db.sessions() as session:
+            events = await self._load(event_ids, session)
+            if not events:
+                return
+            claimed = await _claim(session, sorted(
+                (event.id, handler.name) for event in events for handler in self.registry.for_event(event.name)
+            ))
+            for event in events:
+                for handler in self.registry.for_event(event.name):
+                    if (event.id, handler.name) in claimed:
+                        await handler.run(session, event)
+            await _mark_done(session, [event.id for event in events])
+            await session.commit()
+        for _, handler_name in claimed:
+            EVENTS_HANDLED.labels(handler_name).inc()
+
+    async def _dispatch_alone(self, event: Event, attempt: int) -> bool:
+        """Each handler of `event` in its own transaction; True when one should be tried again."""
         handlers = self.registry.for_event(event.name)
-        EVENT_LAG.observe(max(0.0, (clock.now() - event.created_at).total_seconds()))
         retry = False
         for index, handler in enumerate(handlers):
             finish = index == len(handlers) - 1 and not retry
@@ -60,19 +123,18 @@ class Dispatcher:
                     retry = True
                 else:
                     await self._dead_letter(handler, event, attempt, exc, finish)
-        if retry:
-            raise Retry(defer=backoff(attempt, self.retry_seconds))
+        return retry
 
     async def _apply(self, handler: Handler, event: Event, finish: bool) -> None:
         async with self.db.sessions() as session:
             try:
-                claimed = await _claim(session, handler.name, event.id)
+                claimed = bool(await _claim(session, [(event.id, handler.name)]))
             except IntegrityError:  # the event itself is gone (erased with its lead): nothing to do
                 return
             if claimed:
                 await handler.run(session, event)
             if finish:
-                await _mark_done(session, event.id)
+                await _mark_done(session, [event.id])
             await session.commit()
         if claimed:
             EVENTS_HANDLED.labels(handler.name).inc()
@@ -84,35 +146,41 @@ class Dispatcher:
         async with self.db.sessions() as session:
             session.add(FailedEvent(event_id=event.id, handler=handler.name, attempts=attempts, error=error))
             if finish:
-                await _mark_done(session, event.id)
+                await _mark_done(session, [event.id])
             try:
                 await session.commit()
             except IntegrityError:  # the event was deleted meanwhile
                 await session.rollback()
 
 
-async def _claim(session: AsyncSession, handler: str, event_id: uuid.UUID) -> bool:
-    """Record that `handler` handles the event, in the transaction of its effect. False when a
-    previous delivery already did; a concurrent delivery waits on the key, then gets False."""
-    values = {"handler": handler, "event_id": event_id, "handled_at": clock.now()}
+async def _claim(session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
+    """Record that each handler handles its event, in the transaction of the effects; returns the
+    pairs this delivery claimed. A pair a previous delivery already recorded is left out; a
+    concurrent delivery waits on the key, then leaves it out. Pairs come sorted, so two groups
+    take their keys in the same order and never deadlock on each other."""
+    if not pairs:
+        return set()
+    now = clock.now()
+    table = handled_t  # Core, not the ORM: this runs for every group of events
     dialect = session.get_bind().dialect.name
     statement: Any
     if dialect == "postgresql":
-        statement = pg_insert(HandledEvent).values(values).on_conflict_do_nothing()
+        statement = pg_insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        statement = sqlite_insert(HandledEvent).values(values).on_conflict_do_nothing()
+        statement = sqlite_insert(table).on_conflict_do_nothing()
     else:
-        statement = insert(HandledEvent).values(values)
-    result = await session.execute(statement)
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+        statement = insert(table)
+    statement = statement.returning(table.c.event_id, table.c.handler)
+    values = [{"event_id": event_id, "handler": handler, "handled_at": now} for event_id, handler in pairs]
+    return {(row.event_id, row.handler) for row in await session.execute(statement, values)}
 
 
-async def _mark_done(session: AsyncSession, event_id: uuid.UUID) -> None:
-    await session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(done_at=clock.now()))
+async def _mark_done(session: AsyncSession, event_ids: Sequence[uuid.UUID]) -> None:
+    await session.execute(update(outbox_t).where(outbox_t.c.id.in_(event_ids)).values(done_at=clock.now()))
 
 
-async def dispatch_job(ctx: dict[str, Any], event_id: str, name: str, payload: dict[str, Any], created_at: str) -> None:
-    """The arq job: a thin shell around Dispatcher.dispatch (job id = event id)."""
-    event = Event(id=uuid.UUID(event_id), name=name, payload=payload, created_at=datetime.fromisoformat(created_at))
+async def dispatch_job(ctx: dict[str, Any], event_ids: list[str]) -> None:
+    """The arq job: a thin shell around Dispatcher.dispatch (see job_id for its id)."""
     dispatcher: Dispatcher = ctx["dispatcher"]
-    await dispatcher.dispatch(event, ctx.get("job_try", 1))
+    await dispatcher.dispatch([uuid.UUID(i) for i in event_ids], ctx.get("job_try", 1))
+

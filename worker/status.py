@@ -18,6 +18,7 @@ from core.errors import NotFound
 from core.metrics import PIPELINE
 from core.outbox import FailedEvent, OutboxEvent
 from worker.main import HEARTBEAT_PREFIX, QUEUE
+from worker.relay import LEADER_KEY
 
 
 async def pipeline_status(db: Database, queue: ArqRedis | None) -> dict[str, Any]:
@@ -42,12 +43,15 @@ async def pipeline_status(db: Database, queue: ArqRedis | None) -> dict[str, Any
         "queue_depth": None,
         "queue_due": None,
         "workers": None,
+        "relay": None,
     }
     if queue is not None:
         try:
             status["queue_depth"] = await queue.zcard(QUEUE)
             status["queue_due"] = await queue.zcount(QUEUE, 0, time.time() * 1000)
             status["workers"] = [json.loads(raw) for raw in await _heartbeats(queue) if raw]
+            leader = await queue.get(LEADER_KEY)
+            status["relay"] = leader.decode() if leader else None
         except Exception as exc:  # a status report never fails because Redis is down
             status["redis_error"] = type(exc).__name__
     return status

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import Base, JSONType, lock_key_id
 from core.ids import new_id
-from core.outbox import OutboxEvent
+from core.outbox import outbox_t
 from leads.models import Activity, Channel, Consent, Lead, LeadAlias, LeadTag, Touchpoint, Visitor
 from leads.schemas import PROFILE_FIELDS
 
@@ -35,7 +35,6 @@ touchpoints_t = cast(Table, Touchpoint.__table__)
 activities_t = cast(Table, Activity.__table__)
 consents_t = cast(Table, Consent.__table__)
 visitors_t = cast(Table, Visitor.__table__)
-outbox_t = cast(Table, OutboxEvent.__table__)
 
 
 @dataclass(eq=False, slots=True)
