@@ -151,6 +151,8 @@ async def raw_worker(args: argparse.Namespace) -> None:
     from arq.worker import func
     from redis.asyncio import Redis
 
+    from worker.main import POLL_SECONDS
+
     starts = StartLog(Redis.from_url(args.redis_url))
 
     async def noop_job(ctx: dict[str, Any], phase: str) -> None:
@@ -162,7 +164,7 @@ async def raw_worker(args: argparse.Namespace) -> None:
     worker = Worker(
         functions=[func(noop_job, name=HANDLER)],  # type: ignore[arg-type]
         queue_name=RAW_QUEUE, redis_settings=RedisSettings.from_dsn(args.redis_url), on_startup=on_startup,
-        max_jobs=args.concurrency, job_timeout=10, keep_result=0, poll_delay=0.05, handle_signals=True,
+        max_jobs=args.concurrency, job_timeout=10, keep_result=0, poll_delay=POLL_SECONDS, handle_signals=True,
         job_completion_wait=10,
     )
     starts.start()

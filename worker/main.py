@@ -31,6 +31,7 @@ log = get_logger("worker")
 QUEUE = "nurture:queue"
 HEARTBEAT_PREFIX = "nurture:worker:"
 HEARTBEAT_SECONDS = 5
+POLL_SECONDS = 0.02  # how often a worker looks for jobs it was not woken for (another relay queued them)
 
 
 def redis_settings(url: str) -> RedisSettings:
@@ -186,7 +187,7 @@ def build_worker(settings: Settings, db: Database, redis_url: str, extra: Iterab
         # that kills its worker every time
         max_tries=settings.job_max_tries + 5,
         keep_result=0,
-        poll_delay=0.05,
+        poll_delay=POLL_SECONDS,
         handle_signals=handle_signals,
         job_completion_wait=settings.job_timeout if handle_signals else 0,
     )
