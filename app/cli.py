@@ -272,6 +272,58 @@ def apikey_create(
     run_async(body())
 
 
+@cli.command()
+def rescore(
+    rules: Path = typer.Option(None, "--rules", help="A rule set (JSON) to roll out; default: the live one again"),
+) -> None:
+    """Score every lead afresh from its activity history, here and now (the live rules stay in
+    force until all are done), then make the rules live. Intake and the workers carry on."""
+    import json
+    import time
+
+    from pydantic import ValidationError
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from scoring.rules import RuleSetIn
+    from scoring.rulesets import live_ruleset
+    from scoring.service import RESCORE_BATCH, post_ruleset, rescore_batch
+
+    try:
+        spec = RuleSetIn.model_validate_json(rules.read_text("utf-8")) if rules is not None else None
+    except OSError as exc:
+        raise NurtureError(f"cannot read {rules}: {exc.strerror}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise NurtureError(f"{rules}: {field}: {first['msg']}") from None
+
+    async def body() -> tuple[int, int]:
+        db = database()
+        try:
+            async with db.sessions() as session:
+                row = await post_ruleset(session, spec or (await live_ruleset(session)).spec, chain=False)
+                version, total = row.version, row.leads_total
+                await session.commit()
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=Console(stderr=True), transient=True) as bar:
+                task = bar.add_task(f"rescoring under rule set {version}", total=total)
+                after = None
+                while True:
+                    async with db.sessions() as session:
+                        after = await rescore_batch(session, version, after, chain=False)
+                        await session.commit()
+                    if after is None:
+                        return version, total
+                    bar.advance(task, RESCORE_BATCH)
+        finally:
+            await db.dispose()
+
+    started = time.perf_counter()
+    version, total = run_async(body())
+    typer.echo(json.dumps({"version": version, "leads": total, "seconds": round(time.perf_counter() - started, 2)}))
+
+
 @cli.command("import-leads")
 def import_leads(
     file: Path = typer.Argument(..., help="CSV file: UTF-8 or Windows-1251, separated by , ; or tab"),

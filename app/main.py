@@ -94,7 +94,9 @@ def _install_errors(app: FastAPI) -> None:
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc and loc[0] in ("body", "query", "path", "header", "cookie"):  # where it was, not what
+            loc = loc[1:]
         body = {
             "error": {
                 "code": "invalid",

@@ -8,10 +8,12 @@ from fastapi import FastAPI
 def include_routers(app: FastAPI) -> None:
     from app import api_keys, demo
     from leads.api import routers as lead_routers
+    from scoring import api as scoring_api
     from worker import api as pipeline_api
 
     for router in lead_routers:  # public intake first (see leads.api)
         app.include_router(router)
+    app.include_router(scoring_api.router)
     app.include_router(api_keys.router)
     app.include_router(pipeline_api.router)
     app.include_router(demo.router)

@@ -22,16 +22,20 @@ class Event:
 
 
 HandlerFunction = Callable[[AsyncSession, Event], Awaitable[None]]
+BatchFunction = Callable[[AsyncSession, list[Event]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class Handler:
     """`run` applies its effect in the session it is given and never commits: the worker commits
-    it together with the record that the event was handled, so a redelivery is a no-op."""
+    it together with the record that the event was handled, so a redelivery is a no-op. A batch
+    handler (`run_many`) is given every event of a job at once, in commit order, so it can read
+    and write for all of them in a few statements; `run` then runs it for one event."""
 
     name: str  # "<domain>.<verb>", stable: it keys the handled-event records
     events: tuple[str, ...]
     run: HandlerFunction
+    run_many: BatchFunction | None = None
 
 
 def handles(*events: str, name: str) -> Callable[[HandlerFunction], Handler]:
@@ -41,6 +45,21 @@ def handles(*events: str, name: str) -> Callable[[HandlerFunction], Handler]:
 
     def declare(run: HandlerFunction) -> Handler:
         return Handler(name=name, events=tuple(events), run=run)
+
+    return declare
+
+
+def handles_batch(*events: str, name: str) -> Callable[[BatchFunction], Handler]:
+    """Declare a batch handler: `@handles_batch("lead.activity", name="scoring.apply")` on a
+    function taking (session, events)."""
+    if not events:
+        raise ValueError("a handler handles at least one event")
+
+    def declare(run_many: BatchFunction) -> Handler:
+        async def run(session: AsyncSession, event: Event) -> None:
+            await run_many(session, [event])
+
+        return Handler(name=name, events=tuple(events), run=run, run_many=run_many)
 
     return declare
 

@@ -6,13 +6,17 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.events import Event, handles
+from core.events import Event, handles_batch
 from leads.segments import place_lead
 
 
-@handles("lead.created", "lead.updated", "lead.activity", "lead.merged", name="leads.place_in_segments")
-async def place_in_segments(session: AsyncSession, event: Event) -> None:
-    """Segments follow a lead within a second of a change instead of at the next refresh."""
-    lead_id = event.payload.get("survivor_id") or event.payload.get("lead_id")
-    if lead_id:
-        await place_lead(session, uuid.UUID(str(lead_id)))
+@handles_batch("lead.created", "lead.updated", "lead.activity", "lead.merged", name="leads.place_in_segments")
+async def place_in_segments(session: AsyncSession, events: list[Event]) -> None:
+    """Segments follow a lead within a second of a change instead of at the next refresh; a lead
+    that did several things in one job is placed once."""
+    leads = dict.fromkeys(
+        uuid.UUID(str(lead_id)) for e in events
+        if (lead_id := e.payload.get("survivor_id") or e.payload.get("lead_id"))
+    )
+    for lead_id in leads:
+        await place_lead(session, lead_id)

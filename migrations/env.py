@@ -10,6 +10,7 @@ from sqlalchemy.engine import Connection
 import core.auth  # noqa: F401  (tables register on Base.metadata)
 import core.outbox  # noqa: F401
 import leads.models  # noqa: F401
+import scoring.models  # noqa: F401
 from core.db import Base, create_engine
 from core.settings import get_settings
 

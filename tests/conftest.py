@@ -18,6 +18,7 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+import scoring.models  # noqa: F401  (its tables are emptied between tests too)
 from core import clock
 from core.auth import Scope, create_api_key
 from core.db import Base, Database

@@ -98,10 +98,19 @@ class Dispatcher:
             claimed = await _claim(session, sorted(
                 (event.id, handler.name) for event in events for handler in self.registry.for_event(event.name)
             ))
+            batches: dict[str, list[Event]] = {}
             for event in events:
                 for handler in self.registry.for_event(event.name):
-                    if (event.id, handler.name) in claimed:
+                    if (event.id, handler.name) not in claimed:
+                        continue
+                    if handler.run_many is not None:
+                        batches.setdefault(handler.name, []).append(event)
+                    else:
                         await handler.run(session, event)
+            for handler_name, batch in batches.items():
+                run_many = self.registry.by_name[handler_name].run_many
+                assert run_many is not None
+                await run_many(session, batch)
             await _mark_done(session, [event.id for event in events])
             await session.commit()
         for _, handler_name in claimed:

@@ -1,0 +1,1 @@
+"""Scoring: behaviour points with exact decay, fit grade, lifecycle stage, explanations."""

@@ -1,0 +1,61 @@
+"""The scoring domain's event handlers and sweep (run by the worker)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.events import Event, handles_batch, sweeps
+from scoring.rulesets import active_rulesets
+from scoring.scores import apply_activities, regrade, rescore
+from scoring.service import demote_faded, rescore_batch
+
+
+def _ids(events: list[Event], key: str) -> list[uuid.UUID]:
+    return [uuid.UUID(str(e.payload[key])) for e in events if e.payload.get(key)]
+
+
+@handles_batch("lead.activity", name="scoring.apply")
+async def apply(session: AsyncSession, events: list[Event]) -> None:
+    """A lead did something: its score, and maybe its stage, follow within a second."""
+    if not (ids := _ids(events, "activity_id")):
+        return
+    live, building = await active_rulesets(session)
+    await apply_activities(session, live, ids)
+    if building is not None:
+        await apply_activities(session, building, ids, create=False)
+
+
+@handles_batch("lead.created", "lead.updated", name="scoring.grade")
+async def grade(session: AsyncSession, events: list[Event]) -> None:
+    """The profile changed: fit points and grade follow (and the stage, if the grade moves it)."""
+    if not (ids := _ids(events, "lead_id")):
+        return
+    live, building = await active_rulesets(session)
+    await regrade(session, live, ids)
+    if building is not None:
+        await regrade(session, building, ids, create=False)
+
+
+@handles_batch("lead.merged", name="scoring.merge")
+async def merge(session: AsyncSession, events: list[Event]) -> None:
+    """Two leads became one: the survivor is scored afresh from the timeline they now share."""
+    if not (ids := _ids(events, "survivor_id")):
+        return
+    live, _ = await active_rulesets(session)
+    await rescore(session, live, ids, reason="merged")
+
+
+@handles_batch("scoring.rescore", name="scoring.rescore")
+async def roll_out(session: AsyncSession, events: list[Event]) -> None:
+    """One batch of a rule set's roll-out; it queues the next."""
+    for event in events:
+        after = event.payload.get("after")
+        await rescore_batch(session, int(event.payload["version"]), uuid.UUID(after) if after else None)
+
+
+@sweeps(name="scoring.faded_mqls")
+async def faded_mqls(session: AsyncSession, limit: int) -> int:
+    """MQLs whose score has decayed below the fall-back line go back to lead."""
+    return await demote_faded(session, limit)
