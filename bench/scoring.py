@@ -3,10 +3,13 @@
 * pure: rule evaluations/s — the default rules plus 40 more (paths, forms, UTM, properties,
   caps), matched against a mix of 200,000 activities in memory, and the same with the points
   applied to scores (decay included).
-* end_to_end (PostgreSQL): behaviour events posted to `POST /v1/events` (uvicorn, 1 process, with
-  an API key, 50 concurrent clients) until every one has an updated score (a score entry), with
+* handlers (PostgreSQL): committed `lead.activity` events (written with COPY) until every one has
+  an updated score, with `nurture worker` processes: the worker side alone.
+* end_to_end (PostgreSQL): behaviour events posted by a server (uvicorn, 1 process, an API key, up
+  to 50 concurrent clients; `--per-request` events per request through `POST /v1/events/batch`,
+  or 1 through `POST /v1/events`) until every one has an updated score (a score entry), with
   `nurture worker` processes handling them; events/s from the first post to the last score, and
-  the API's own accept rate for comparison.
+  the API's own accept rate.
 * rescore (PostgreSQL): `--leads` leads with `--activities` activities in all, scored afresh
   under a new rule set the way `nurture rescore` does it (batches of 500 leads, each committed).
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -196,82 +201,147 @@ async def entries(url: str) -> int:
 
 
 async def post_events(base: str, key: str, lead_ids: list[uuid.UUID], count: int, url: str,
-                      wait_seconds: float) -> dict[str, Any]:
+                      wait_seconds: float, per_request: int) -> dict[str, Any]:
+    """`count` page views posted `per_request` at a time (1: POST /v1/events, more: /v1/events/batch)
+    by 50 clients; then waits until each has a score entry."""
     rnd = random.Random(5)
+
+    def event(i: int) -> dict[str, Any]:
+        return {"type": "page_view", "lead_id": str(lead_ids[i % len(lead_ids)]),
+                "url": f"https://shop.example.ru{rnd.choice(PATHS)}"}
+
     requests = []
-    for i in range(count):
-        body = json.dumps({"type": "page_view", "lead_id": str(lead_ids[i % len(lead_ids)]),
-                           "url": f"https://shop.example.ru{rnd.choice(PATHS)}"}).encode()
-        head = (f"POST /v1/events HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
+    for start in range(0, count, per_request):
+        group = [event(i) for i in range(start, min(count, start + per_request))]
+        path, body = ("/v1/events", json.dumps(group[0]).encode()) if per_request == 1 else \
+            ("/v1/events/batch", json.dumps({"events": group}).encode())
+        head = (f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
                 f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n")
-        requests.append(head.encode() + body)
+        requests.append((head.encode() + body, len(group)))
     failures = 0
-    async with lean_http(base, 50) as http:
+    clients = min(50, len(requests))
+    async with lean_http(base, clients) as http:
         queue = iter(requests)
 
         async def client() -> None:
             nonlocal failures
-            for raw in queue:
-                failures += (await http.request(raw)) != 202
+            for raw, size in queue:
+                failures += size if (await http.request(raw)) != 202 else 0
 
         began = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(50)))
+        await asyncio.gather(*(client() for _ in range(clients)))
         posted = time.perf_counter() - began
-    done = await entries(url)
-    deadline = time.perf_counter() + wait_seconds
-    while done < count - failures and time.perf_counter() < deadline:
-        await asyncio.sleep(0.1)
-        done = await entries(url)
+    done, _ = await wait_scored(url, count - failures, wait_seconds)
     total = time.perf_counter() - began
-    return {"events": count, "failed_posts": failures, "scored": done, "complete": done >= count - failures,
-            "accepted_per_s": round(count / posted, 1), "end_to_end_per_s": round(done / total, 1),
-            "seconds": round(total, 2)}
+    return {"events": count, "per_request": per_request, "failed_events": failures, "scored": done,
+            "complete": done >= count - failures, "accepted_per_s": round(count / posted, 1),
+            "end_to_end_per_s": round(done / total, 1), "seconds": round(total, 2)}
 
 
-def measure_end_to_end(events: int, workers: int, timeout: float) -> dict[str, Any]:
-    redis_url = os.environ.get("NURTURE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+@contextlib.contextmanager
+def workers_on(url: str, count: int) -> Iterator[dict[str, str]]:
+    """`count` `nurture worker` processes on the database `url` and the bench's Redis database."""
     from redis import Redis
 
+    redis_url = os.environ.get("NURTURE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
     Redis.from_url(redis_url).flushdb()
+    env = {"NURTURE_DATABASE_URL": url, "NURTURE_REDIS_URL": redis_url, "NURTURE_LOG_LEVEL": "WARNING",
+           "NURTURE_FORM_RATE_LIMIT": "100000000"}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    procs = [subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=full_env,
+                              stderr=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield env
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        Redis.from_url(redis_url).flushdb()
+
+
+def measure_end_to_end(events: int, workers: int, timeout: float, per_request: int) -> dict[str, Any]:
     with scratch_database("postgresql") as url:
         lead_ids = uv_run(fill(url, 1000, 0))
         key = uv_run(api_key(url))
-        env = {"NURTURE_DATABASE_URL": url, "NURTURE_REDIS_URL": redis_url, "NURTURE_LOG_LEVEL": "WARNING",
-               "NURTURE_FORM_RATE_LIMIT": "100000000"}
-        full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-        procs = [subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=full_env,
-                                  stderr=subprocess.DEVNULL) for _ in range(workers)]
-        try:
-            with server("app.main:create_app", env) as base:
-                result = uv_run(post_events(base, key, lead_ids, events, url, timeout))
-        finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            Redis.from_url(redis_url).flushdb()
+        with workers_on(url, workers) as env, server("app.main:create_app", env) as base:
+            result = uv_run(post_events(base, key, lead_ids, events, url, timeout, per_request))
     return {"bench": "scoring", "part": "end_to_end", "workers": workers, **result}
+
+
+async def committed_activities(url: str, lead_ids: list[uuid.UUID], count: int) -> None:
+    """`count` page views with their lead.activity events, as intake commits them (COPY)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from core.ids import new_id
+
+    rnd = random.Random(3)
+    now = datetime.now(UTC)
+    activities, events = [], []
+    for i in range(count):
+        activity_id, lead_id = new_id(), lead_ids[i % len(lead_ids)]
+        activities.append((activity_id, lead_id, "page_view",
+                           json.dumps({"url": f"https://shop.example.ru{rnd.choice(PATHS)}"}), now))
+        events.append((new_id(), "lead.activity", json.dumps({
+            "lead_id": str(lead_id), "activity_id": str(activity_id), "type": "page_view",
+        }), now))
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        async with conn.transaction():
+            await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
+                                             records=activities)
+            await conn.copy_records_to_table("outbox_events", columns=["id", "name", "payload", "created_at"],
+                                             records=events)
+    finally:
+        await conn.close()
+
+
+async def wait_scored(url: str, count: int, wait_seconds: float) -> tuple[int, float]:
+    began = time.perf_counter()
+    done = 0
+    while time.perf_counter() - began < wait_seconds:
+        if (done := await entries(url)) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return done, time.perf_counter() - began
+
+
+def measure_handlers(events: int, workers: int, timeout: float) -> dict[str, Any]:
+    """The worker side alone: committed lead.activity events → updated scores."""
+    with scratch_database("postgresql") as url:
+        lead_ids = uv_run(fill(url, 1000, 0))
+        uv_run(committed_activities(url, lead_ids, events))
+        with workers_on(url, workers):
+            done, seconds = uv_run(wait_scored(url, events, timeout))
+    return {"bench": "scoring", "part": "handlers", "workers": workers, "events": events, "scored": done,
+            "complete": done >= events, "seconds": round(seconds, 2), "per_s": round(done / seconds, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pure", type=int, default=200_000, help="activities evaluated in memory")
     parser.add_argument("--events", type=int, default=10_000, help="events posted end to end")
+    parser.add_argument("--per-request", type=int, default=100,
+                        help="events per request end to end (1: POST /v1/events; more: /v1/events/batch)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes end to end")
     parser.add_argument("--leads", type=int, default=100_000, help="leads to rescore")
     parser.add_argument("--activities", type=int, default=1_000_000, help="activities to rescore")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the scores")
-    parser.add_argument("--only", choices=["pure", "end_to_end", "rescore"], help="one part only")
+    parser.add_argument("--only", choices=["pure", "handlers", "end_to_end", "rescore"], help="one part only")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     if args.only in (None, "pure"):
         results["pure"] = measure_pure(args.pure)
         print(json.dumps(results["pure"]), flush=True)
+    if args.only in (None, "handlers"):
+        results["handlers"] = measure_handlers(args.events, args.workers, args.timeout)
+        print(json.dumps(results["handlers"]), flush=True)
     if args.only in (None, "end_to_end"):
-        results["end_to_end"] = measure_end_to_end(args.events, args.workers, args.timeout)
+        results["end_to_end"] = measure_end_to_end(args.events, args.workers, args.timeout, args.per_request)
         print(json.dumps(results["end_to_end"]), flush=True)
     if args.only in (None, "rescore"):
         results["rescore"] = measure_rescore(args.leads, args.activities)
@@ -279,6 +349,8 @@ def main() -> None:
     summary: dict[str, Any] = {"bench": "scoring", "summary": True, "aim": AIM}
     if "pure" in results:
         summary["pure_per_s"] = results["pure"]["evaluations_per_s"]
+    if "handlers" in results:
+        summary["handlers_per_s"] = results["handlers"]["per_s"]
     if "end_to_end" in results:
         summary["end_to_end_per_s"] = results["end_to_end"]["end_to_end_per_s"]
         summary["api_accepted_per_s"] = results["end_to_end"]["accepted_per_s"]

@@ -75,6 +75,19 @@ class ScoreEntry(IdMixin, Base):
     )
 
 
+class ScoreCap(Base):
+    """What one capped rule has given a lead in one period (a day, week or month starting at
+    `period_start`; the epoch for "ever"), so a cap is checked by key, not by summing entries."""
+
+    __tablename__ = "score_caps"
+
+    lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(primary_key=True)
+    given: Mapped[float] = mapped_column(Float)
+
+
 class StageChange(IdMixin, Base):
     __tablename__ = "lead_stage_changes"
 

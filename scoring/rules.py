@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -223,16 +223,21 @@ class Facts:
 Predicate = Callable[[Facts], bool]
 
 
+def _always(_facts: Facts) -> bool:
+    return True
+
+
+def _both(first: Predicate, second: Predicate) -> Predicate:
+    return lambda f: first(f) and second(f)
+
+
 @dataclass(frozen=True)
 class CompiledRule:
     key: str
     label: str
     points: float
     cap: Cap | None
-    tests: tuple[Predicate, ...]
-
-    def matches(self, facts: Facts) -> bool:
-        return all(test(facts) for test in self.tests)
+    matches: Predicate  # all of the rule's conditions, as one call
 
 
 def is_free_mail(domain: str | None) -> bool:
@@ -269,8 +274,11 @@ def _compile(rule: Rule) -> CompiledRule:
     if rule.free_mail is not None:
         free = rule.free_mail
         tests.append(lambda f: f.email_domain is not None and is_free_mail(f.email_domain) == free)
+    matches = tests[0] if tests else _always
+    for test in tests[1:]:
+        matches = _both(matches, test)
     return CompiledRule(key=rule.key, label=rule.label or rule.key, points=float(rule.points), cap=rule.cap,
-                        tests=tuple(tests))
+                        matches=matches)
 
 
 class Ruleset:
@@ -330,16 +338,19 @@ def decayed(points: float, as_of: datetime, at: datetime, half_life: timedelta) 
     return points * 0.5 ** ((at - as_of) / half_life)
 
 
-def period_start(period: Period, at: datetime) -> datetime | None:
-    """The start of the cap period holding `at` (UTC calendar day, ISO week, month); None for ever."""
-    day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+EVER = datetime(1970, 1, 1, tzinfo=UTC)  # the one period of a rule capped "ever"
+
+
+def period_start(period: Period, at: datetime) -> datetime:
+    """The start of the cap period holding `at` (UTC calendar day, ISO week, month; EVER)."""
+    day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
         return day
     if period == "week":
         return day - timedelta(days=day.weekday())
     if period == "month":
         return day.replace(day=1)
-    return None
+    return EVER
 
 
 def capped(points: float, cap: Cap | None, given: float) -> float:

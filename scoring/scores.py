@@ -10,7 +10,6 @@ Takes an AsyncSession and never commits."""
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -25,14 +24,15 @@ from core.db import lock_keys
 from core.ids import new_id
 from core.outbox import emit
 from leads.models import Activity, Lead, Touchpoint
-from scoring.models import LeadScore, ScoreEntry, StageChange
+from scoring.models import LeadScore, ScoreCap, ScoreEntry, StageChange
 from scoring.rules import Facts, Ruleset, capped, decayed, demotion_at, next_stage, period_start
 
 scores_t = cast(Table, LeadScore.__table__)
 entries_t = cast(Table, ScoreEntry.__table__)
 changes_t = cast(Table, StageChange.__table__)
+caps_t = cast(Table, ScoreCap.__table__)
 PROFILE = ("email", "industry", "company_size", "job_title", "country", "region", "city")
-Given = dict[tuple[uuid.UUID, str, datetime | None], float]
+Given = dict[tuple[uuid.UUID, str, datetime], float]  # (lead, rule, period start) → points given
 
 
 @dataclass
@@ -83,6 +83,7 @@ class Work:
     given: Given = field(default_factory=dict)  # capped rules: points given per (lead, rule, period)
     scored: set[uuid.UUID] = field(default_factory=set)  # activities with entries written by this batch
     fresh: set[uuid.UUID] = field(default_factory=set)  # leads whose rows this batch made (and replayed)
+    capped: set[tuple[uuid.UUID, str, datetime]] = field(default_factory=set)  # keys of `given` to write
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -133,6 +134,12 @@ async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset,
         .order_by(LeadScore.version)
     )
     return {row.lead_id: (row.stage, row.stage_at) for row in rows}
+
+
+def _upsert(session: AsyncSession, table: Table, key: list[str], column: str) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET column = the new value (PostgreSQL, SQLite)."""
+    statement: Any = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    return statement.on_conflict_do_update(index_elements=key, set_={column: getattr(statement.excluded, column)})
 
 
 def _insert_ignore(session: AsyncSession, table: Table) -> Any:
@@ -219,11 +226,12 @@ def score_activity(work: Work, score: Score, facts: Facts, activity_id: uuid.UUI
         if facts.machine:
             points, note = 0.0, f"machine: {facts.machine}"[:120]
         else:
-            start = period_start(rule.cap.per, facts.occurred_at) if rule.cap else None
-            key = (score.lead_id, rule.key, start)
-            points = capped(rule.points, rule.cap, work.given.get(key, 0.0))
+            points = rule.points
             if rule.cap:
+                key = (score.lead_id, rule.key, period_start(rule.cap.per, facts.occurred_at))
+                points = capped(rule.points, rule.cap, work.given.get(key, 0.0))
                 work.given[key] = work.given.get(key, 0.0) + abs(points)
+                work.capped.add(key)
                 if points == 0:
                     note = f"capped: {rule.cap.points:g} per {rule.cap.per}"
         after = score.add(points, facts.occurred_at, ruleset) if points else score.value(facts.occurred_at, ruleset)
@@ -237,21 +245,24 @@ def score_activity(work: Work, score: Score, facts: Facts, activity_id: uuid.UUI
 
 
 async def _given_in_periods(session: AsyncSession, ruleset: Ruleset, rows: list[Any]) -> Given:
-    """Points the capped rules already gave these leads, per (lead, rule, period start)."""
+    """What the capped rules already gave these leads in the periods these activities fall in."""
     caps = {rule.key: rule.cap for rules in ruleset.by_activity.values() for rule in rules if rule.cap}
     if not caps:
         return {}
-    query = select(ScoreEntry.lead_id, ScoreEntry.rule, ScoreEntry.points, ScoreEntry.occurred_at).where(
-        ScoreEntry.lead_id.in_(list({row.lead_id for row in rows})), ScoreEntry.version == ruleset.version,
-        ScoreEntry.rule.in_(list(caps)), ScoreEntry.points != 0,
+    starts = {period_start(cap.per, row.occurred_at) for row in rows for cap in caps.values()}
+    found = await session.execute(
+        select(ScoreCap.lead_id, ScoreCap.rule, ScoreCap.period_start, ScoreCap.given).where(
+            ScoreCap.lead_id.in_(list({row.lead_id for row in rows})), ScoreCap.version == ruleset.version,
+            ScoreCap.rule.in_(list(caps)), ScoreCap.period_start.in_(list(starts)),
+        )
     )
-    starts = [period_start(cap.per, min(row.occurred_at for row in rows)) for cap in caps.values()]
-    if None not in starts:  # no rule capped "ever": only the periods these activities fall in
-        query = query.where(ScoreEntry.occurred_at >= min(s for s in starts if s is not None))
-    given: Given = defaultdict(float)
-    for entry in await session.execute(query):
-        given[(entry.lead_id, entry.rule, period_start(caps[entry.rule].per, entry.occurred_at))] += abs(entry.points)
-    return dict(given)
+    return {(row.lead_id, row.rule, row.period_start): row.given for row in found}
+
+
+async def forget(session: AsyncSession, version: int, lead_ids: list[uuid.UUID]) -> None:
+    """Drop these leads' entries and cap counters under `version` (before scoring them afresh)."""
+    for table in (entries_t, caps_t):
+        await session.execute(delete(table).where(table.c.lead_id.in_(lead_ids), table.c.version == version))
 
 
 async def rescore(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], reason: str) -> Work:
@@ -259,8 +270,7 @@ async def rescore(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.U
     unless the new score moves it."""
     work = await open_work(session, ruleset, lead_ids)
     if again := [lead_id for lead_id in work.scores if lead_id not in work.fresh]:
-        await session.execute(delete(entries_t).where(entries_t.c.lead_id.in_(again),
-                                                      entries_t.c.version == ruleset.version))
+        await forget(session, ruleset.version, again)
         for lead_id in again:
             score = work.scores[lead_id]
             score.points, score.as_of, score.changed = 0.0, score.stage_at, True
@@ -302,6 +312,14 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
     if work.changes:
         await session.execute(insert(changes_t), work.changes)
         work.changes = []
+    if work.capped:
+        statement = _upsert(session, caps_t, ["lead_id", "version", "rule", "period_start"], "given")
+        await session.execute(statement, [
+            {"lead_id": lead_id, "version": ruleset.version, "rule": rule, "period_start": start,
+             "given": work.given[(lead_id, rule, start)]}
+            for lead_id, rule, start in sorted(work.capped)
+        ])
+        work.capped = set()
     touched = [score for score in work.scores.values() if score.changed]
     for score in touched:
         score.review_at = (

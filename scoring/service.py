@@ -5,6 +5,7 @@ the explanation of a lead's score. Takes an AsyncSession and never commits."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -16,9 +17,9 @@ from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from leads.models import Lead
 from scoring.models import LeadScore, RuleSetVersion, ScoreEntry, StageChange
-from scoring.rules import STAGES, Ruleset, RuleSetIn
+from scoring.rules import EVER, STAGES, Ruleset, RuleSetIn
 from scoring.rulesets import BUILDING, LIVE, RETIRED, active_rulesets, compile_ruleset, live_ruleset
-from scoring.scores import Score, Work, change_stage, entries_t, open_work, scores_t, settle
+from scoring.scores import Score, Work, caps_t, change_stage, entries_t, forget, open_work, scores_t, settle
 
 RESCORE_BATCH = 500
 HISTORY_POINTS = 200
@@ -45,8 +46,8 @@ async def post_ruleset(session: AsyncSession, spec: RuleSetIn, chain: bool = Tru
 
 
 async def _drop_version(session: AsyncSession, version: int) -> None:
-    await session.execute(delete(entries_t).where(entries_t.c.version == version))
-    await session.execute(delete(scores_t).where(scores_t.c.version == version))
+    for table in (entries_t, caps_t, scores_t):
+        await session.execute(delete(table).where(table.c.version == version))
 
 
 async def rescore_batch(session: AsyncSession, version: int, after: uuid.UUID | None,
@@ -68,7 +69,7 @@ async def rescore_batch(session: AsyncSession, version: int, after: uuid.UUID | 
         await go_live(session, row, ruleset)
         return None
     await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))  # live applies take turns
-    await session.execute(delete(entries_t).where(entries_t.c.lead_id.in_(lead_ids), entries_t.c.version == version))
+    await forget(session, version, lead_ids)
     await session.execute(delete(scores_t).where(scores_t.c.lead_id.in_(lead_ids), scores_t.c.version == version))
     work = await open_work(session, ruleset, lead_ids)  # fresh rows replay each lead's history
     await settle(session, work, reason="new rules", emit_events=False)
@@ -134,6 +135,9 @@ async def demote_faded(session: AsyncSession, limit: int) -> int:
     if due:
         work = await open_work(session, ruleset, due)
         await settle(session, work, reason="score faded")
+    # cap counters of periods long over are of no use any more
+    await session.execute(delete(caps_t).where(caps_t.c.period_start < clock.now() - timedelta(days=40),
+                                               caps_t.c.period_start > EVER))
     return len(due)
 
 

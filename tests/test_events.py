@@ -236,3 +236,32 @@ async def test_anonymous_tracker_may_only_send_page_views_downloads_and_custom_e
     assert server.status_code == 202
     own = await client.post("/v1/events", json={"type": "form_submitted", "lead_id": lead_id}, headers=writer)
     assert own.status_code == 422
+
+
+async def test_a_server_posts_events_in_batches_all_or_none(client: Any, admin_headers: dict[str, str]) -> None:
+    created = await client.post("/v1/leads", headers=admin_headers, json={"email": "sergey@factory.ru"})
+    lead_id = created.json()["id"]
+    before = (await client.get(f"/v1/leads/{lead_id}/activities", headers=admin_headers)).json()["items"]
+    good = {"type": "page_view", "lead_id": lead_id, "url": "https://shop.ru/pricing?utm_source=yandex",
+            "utm_source": "yandex"}
+    bad = await client.post("/v1/events/batch", headers=admin_headers, json={"events": [
+        good, {"type": "download", "email": "new.person@webinar.ru"}, {"type": "email_opened", "lead_id": lead_id},
+    ]})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "events.2.type"
+    timeline = await client.get(f"/v1/leads/{lead_id}/activities", headers=admin_headers)
+    assert timeline.json()["items"] == before  # nothing of the refused batch was kept
+    nobody = await client.get("/v1/leads", headers=admin_headers, params={"email": "new.person@webinar.ru"})
+    assert nobody.json()["items"] == []
+
+    ok = await client.post("/v1/events/batch", headers=admin_headers, json={"events": [
+        good, {"type": "download", "email": "new.person@webinar.ru"}, {"type": "custom.webinar", "lead_id": lead_id},
+    ]})
+    assert ok.status_code == 202 and ok.json() == {"accepted": 3}
+    timeline = await client.get(f"/v1/leads/{lead_id}/activities", headers=admin_headers)
+    assert {"page_view", "custom.webinar"} <= {a["type"] for a in timeline.json()["items"]}
+    touchpoints = await client.get(f"/v1/leads/{lead_id}/touchpoints", headers=admin_headers)
+    assert "yandex" in [t["source"] for t in touchpoints.json()["items"]]
+    newcomer = await client.get("/v1/leads", headers=admin_headers, params={"email": "new.person@webinar.ru"})
+    assert len(newcomer.json()["items"]) == 1
+    anonymous = await client.post("/v1/events/batch", json={"events": [good]})
+    assert anonymous.status_code == 401

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from core.auth import Scope
+from core.auth import ApiKey, Scope
 from core.errors import NurtureError, RateLimited, UnsupportedMediaType
 from core.ratelimit import retry_after, window_for
 from core.text import check_text
 from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
 from leads.intake import invalid_from
-from leads.intake.events import EventIn, record_event
+from leads.intake.events import EventBatchIn, EventIn, record_event, record_events
 
 router = APIRouter(tags=["events"])
 
@@ -26,6 +27,9 @@ EVENTS_PER_FORM_POST = 10
 # The tracker posts with sendBeacon as text/plain (no CORS preflight); servers post JSON.
 EVENT_TYPES = ("application/json", "text/plain")
 CORS = {"access-control-allow-origin": "*"}
+
+
+Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 
 
 @router.post("/v1/events", status_code=202, response_model=None)
@@ -60,6 +64,17 @@ async def post_event(request: Request, session: SessionDep, settings: SettingsDe
         headers = {**CORS, **(retry_after(exc) if isinstance(exc, RateLimited) else {})}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
     return JSONResponse({"accepted": True}, status_code=202, headers=CORS)
+
+
+@router.post("/v1/events/batch", status_code=202)
+async def post_events(body: EventBatchIn, request: Request, session: SessionDep, settings: SettingsDep,
+                      _key: Writer) -> dict[str, int]:
+    """Up to 500 server-side events in one request, stored all together or not at all (an error
+    names the event: `events.<i>.<field>`). Same rules as one event posted with a key."""
+    check_text(body.model_dump(mode="json"), "events")
+    stored = await record_events(session, body.events, client_ip(request, settings), settings.signing_keys())
+    await session.commit()
+    return {"accepted": stored}
 
 
 @router.options("/v1/events", include_in_schema=False)

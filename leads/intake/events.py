@@ -11,12 +11,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
-from core.errors import Conflict, Forbidden, Invalid
-from core.outbox import emit
+from core.errors import Conflict, Forbidden, Invalid, NurtureError
+from core.ids import new_id
+from core.outbox import emit, outbox_t
+from leads.intake.batch import activities_t, touchpoints_t
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor
 from leads.privacy import find_erased
@@ -171,3 +174,81 @@ def _is_arrival(origin: Origin, url: str | None) -> bool:
     except ValueError:
         return False
     return bool(ref_host) and ref_host != page_host
+
+
+MAX_BATCH = 500
+
+
+class EventBatchIn(BaseModel):
+    """POST /v1/events/batch: a server's events, all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+async def record_events(session: AsyncSession, events: list[EventIn], ip: str | None, secrets: list[str]) -> int:
+    """Store a server's batch of events (trusted) in the caller's transaction, as `record_event`
+    would one by one; events for a lead id are written together (a few statements for the batch),
+    the rest (email, visitor id, a merged lead) one by one. An error names the event:
+    `events.<i>.<field>`. Returns how many were stored. Never commits."""
+    direct = {e.lead_id for e in events if e.lead_id}
+    known = {
+        row.id: row for row in await session.execute(
+            select(Lead.id, Lead.erased_at).where(Lead.id.in_(direct), Lead.merged_into_id.is_(None))
+        )
+    } if direct else {}
+    activities: list[dict[str, Any]] = []
+    touchpoints: list[dict[str, Any]] = []
+    stored = 0
+    for index, event in enumerate(events):
+        try:
+            lead = known.get(event.lead_id) if event.lead_id else None
+            if lead is None:  # email, visitor id, a merged or unknown lead: the one-by-one path
+                stored += await record_event(session, event, ip, True, secrets) is not None
+                continue
+            if lead.erased_at is not None:
+                continue
+            activities.append(_row(event, lead.id, ip, touchpoints))
+            stored += 1
+        except NurtureError as exc:
+            exc.field = f"events.{index}.{exc.field}" if exc.field else f"events.{index}"
+            raise
+    if touchpoints:
+        await session.execute(insert(touchpoints_t), touchpoints)
+    if activities:
+        await session.execute(insert(activities_t), activities)
+        await session.execute(insert(outbox_t), [{
+            "id": new_id(), "name": "lead.activity", "created_at": clock.now(),
+            "payload": {"lead_id": str(row["lead_id"]), "activity_id": str(row["id"]), "type": row["type"],
+                        "occurred_at": row["occurred_at"].isoformat()},
+        } for row in activities])
+        session.info["outbox"] = True  # the relay hears of the commit (see core.outbox)
+    return stored
+
+
+def _row(event: EventIn, lead_id: uuid.UUID, ip: str | None, touchpoints: list[dict[str, Any]]) -> dict[str, Any]:
+    """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known lead."""
+    now = clock.now()
+    if event.type.startswith(RESERVED_PREFIXES) or event.type in RESERVED_TYPES:
+        raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
+    occurred_at = event.occurred_at or now
+    if occurred_at > now + timedelta(minutes=5):
+        raise Invalid("must not be in the future", field="occurred_at")
+    origin = Origin.from_params(
+        Channel.event, event.model_dump(), referrer=event.referrer, landing_page=event.url,
+        visitor_id=event.visitor_id, ip=ip, occurred_at=occurred_at,
+    )
+    touchpoint_id = None
+    if _is_arrival(origin, event.url):
+        touchpoint_id = new_id()
+        touchpoints.append({
+            "id": touchpoint_id, "lead_id": lead_id, "visitor_id": event.visitor_id, "channel": Channel.event.value,
+            "source": origin.source, "medium": origin.medium, "campaign": origin.campaign, "content": origin.content,
+            "term": origin.term, "referrer": origin.referrer, "landing_page": origin.landing_page,
+            "occurred_at": occurred_at,
+        })
+    data = {k: v for k, v in {"url": event.url, "title": event.title, "referrer": event.referrer,
+                              "properties": event.properties or None}.items() if v}
+    return {"id": new_id(), "lead_id": lead_id, "visitor_id": event.visitor_id, "type": event.type,
+            "touchpoint_id": touchpoint_id, "data": data, "occurred_at": occurred_at}

@@ -1,8 +1,8 @@
-"""scoring: rule set versions, lead scores, score entries, stage changes
+"""scoring: rule set versions, lead scores, score entries, cap counters, stage changes
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-23 18:20:05.645554
+Create Date: 2026-11-23 18:39:17.766817
 """
 
 from __future__ import annotations
@@ -69,6 +69,15 @@ def upgrade() -> None:
     with op.batch_alter_table('lead_stage_changes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_lead_stage_changes_lead_id'), ['lead_id'], unique=False)
 
+    op.create_table('score_caps',
+    sa.Column('lead_id', sa.Uuid(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('rule', sa.String(length=64), nullable=False),
+    sa.Column('period_start', core.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('given', sa.Float(), nullable=False),
+    sa.ForeignKeyConstraint(['lead_id'], ['leads.id'], name=op.f('fk_score_caps_lead_id_leads'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('lead_id', 'version', 'rule', 'period_start', name=op.f('pk_score_caps'))
+    )
     op.create_table('score_entries',
     sa.Column('lead_id', sa.Uuid(), nullable=False),
     sa.Column('version', sa.Integer(), nullable=False),
@@ -100,6 +109,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_score_entries_activity')
 
     op.drop_table('score_entries')
+    op.drop_table('score_caps')
     with op.batch_alter_table('lead_stage_changes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_lead_stage_changes_lead_id'))
 
