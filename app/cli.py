@@ -287,7 +287,7 @@ def rescore(
 
     from scoring.rules import RuleSetIn
     from scoring.rulesets import live_ruleset
-    from scoring.service import RESCORE_BATCH, post_ruleset, rescore_batch
+    from scoring.service import post_ruleset, rescore_here
 
     try:
         spec = RuleSetIn.model_validate_json(rules.read_text("utf-8")) if rules is not None else None
@@ -308,14 +308,8 @@ def rescore(
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                           console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task(f"rescoring under rule set {version}", total=total)
-                after = None
-                while True:
-                    async with db.sessions() as session:
-                        after = await rescore_batch(session, version, after, chain=False)
-                        await session.commit()
-                    if after is None:
-                        return version, total
-                    bar.advance(task, RESCORE_BATCH)
+                await rescore_here(db, version, progress=lambda done: bar.advance(task, done))
+            return version, total
         finally:
             await db.dispose()
 

@@ -11,7 +11,8 @@
   `nurture worker` processes handling them; events/s from the first post to the last score, and
   the API's own accept rate.
 * rescore (PostgreSQL): `--leads` leads with `--activities` activities in all, scored afresh
-  under a new rule set the way `nurture rescore` does it (batches of 500 leads, each committed).
+  under a new rule set the way `nurture rescore` does it (batches of 500 leads, 3 at once, each
+  committed).
 
 Redis: NURTURE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/10), flushed before and after.
 Aims (issue): ≥ 200,000 evaluations/s pure, ≥ 3,000 events/s end to end, rescore of 1,000,000
@@ -140,22 +141,16 @@ async def fill(url: str, leads: int, activities: int) -> list[uuid.UUID]:
 async def rescore_all(url: str) -> dict[str, Any]:
     from core.db import Database
     from scoring.rules import RuleSetIn
-    from scoring.service import post_ruleset, rescore_batch
+    from scoring.service import post_ruleset, rescore_here
 
-    db = Database(url, pool_size=2)
+    db = Database(url, pool_size=4)
     try:
         began = time.perf_counter()
         async with db.sessions() as session:
             row = await post_ruleset(session, RuleSetIn.model_validate(rule_spec()), chain=False)
             version = row.version
             await session.commit()
-        after = None
-        while True:
-            async with db.sessions() as session:
-                after = await rescore_batch(session, version, after, chain=False)
-                await session.commit()
-            if after is None:
-                break
+        await rescore_here(db, version)
         return {"seconds": round(time.perf_counter() - began, 1), "version": version}
     finally:
         await db.dispose()

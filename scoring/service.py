@@ -4,22 +4,24 @@ the explanation of a lead's score. Takes an AsyncSession and never commits."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys, skip_locked
+from core.db import Database, lock_keys, skip_locked
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from leads.models import Lead
 from scoring.models import LeadScore, RuleSetVersion, ScoreEntry, StageChange
 from scoring.rules import EVER, STAGES, Ruleset, RuleSetIn
 from scoring.rulesets import BUILDING, LIVE, RETIRED, active_rulesets, compile_ruleset, live_ruleset
-from scoring.scores import Score, Work, caps_t, change_stage, entries_t, forget, open_work, scores_t, settle
+from scoring.scores import Score, Work, caps_t, change_stage, entries_t, open_work, scores_t, settle
 
 RESCORE_BATCH = 500
 HISTORY_POINTS = 200
@@ -55,28 +57,74 @@ async def rescore_batch(session: AsyncSession, version: int, after: uuid.UUID | 
     """Score the next leads (by id, after `after`) afresh under `version` from their history, and
     queue the next batch; after the last one the version goes live. Returns the last lead done,
     or None when the version is live (or no longer being rolled out)."""
-    row = await session.scalar(
-        select(RuleSetVersion).where(RuleSetVersion.version == version, RuleSetVersion.state == BUILDING)
-    )
+    row = await building_row(session, version)
     if row is None:
         return None
-    ruleset = compile_ruleset(row.id, row.version, row.spec)
     query = select(Lead.id).where(Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
     if after is not None:
         query = query.where(Lead.id > after)
     lead_ids = list(await session.scalars(query.order_by(Lead.id).limit(RESCORE_BATCH)))
     if not lead_ids:
-        await go_live(session, row, ruleset)
+        await go_live(session, row, compile_ruleset(row.id, row.version, row.spec))
         return None
-    await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))  # live applies take turns
-    await forget(session, version, lead_ids)
-    await session.execute(delete(scores_t).where(scores_t.c.lead_id.in_(lead_ids), scores_t.c.version == version))
-    work = await open_work(session, ruleset, lead_ids)  # fresh rows replay each lead's history
-    await settle(session, work, reason="new rules", emit_events=False)
-    row.leads_done += len(lead_ids)
+    await rescore_range(session, row, lead_ids)
     if chain:
         await emit(session, "scoring.rescore", {"version": version, "after": lead_ids[-1]})
     return lead_ids[-1]
+
+
+async def building_row(session: AsyncSession, version: int) -> RuleSetVersion | None:
+    return await session.scalar(
+        select(RuleSetVersion).where(RuleSetVersion.version == version, RuleSetVersion.state == BUILDING)
+    )
+
+
+async def rescore_range(session: AsyncSession, row: RuleSetVersion, lead_ids: list[uuid.UUID]) -> None:
+    """Score these leads (ascending ids, a contiguous range of the live leads) afresh under the
+    version being rolled out. Ranges that do not overlap may run at once."""
+    version = row.version
+    await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))  # live applies take turns
+    # what an earlier delivery of this batch wrote goes first; the batch is a range of ids, and a
+    # range is what the indexes answer fast (a long IN list of a prepared statement can end in a
+    # generic plan that scans the table)
+    for table in (entries_t, caps_t, scores_t):
+        await session.execute(delete(table).where(
+            table.c.lead_id >= lead_ids[0], table.c.lead_id <= lead_ids[-1], table.c.version == version,
+        ))
+    work = await open_work(session, compile_ruleset(row.id, row.version, row.spec), lead_ids)  # rows replay
+    await settle(session, work, reason="new rules", emit_events=False)
+    await session.execute(
+        update(RuleSetVersion).where(RuleSetVersion.id == row.id)
+        .values(leads_done=RuleSetVersion.leads_done + len(lead_ids))
+    )
+
+
+async def rescore_here(db: Database, version: int, concurrency: int = 3,
+                       progress: Callable[[int], None] | None = None) -> None:
+    """Roll out `version` from this process (`nurture rescore`): batches of leads in parallel
+    transactions, each committed, then live. Leads that arrive meanwhile are scored from their
+    history the first time they are touched."""
+    async with db.sessions() as session:
+        ids = list(await session.scalars(
+            select(Lead.id).where(Lead.erased_at.is_(None), Lead.merged_into_id.is_(None)).order_by(Lead.id)
+        ))
+    batches = [ids[i:i + RESCORE_BATCH] for i in range(0, len(ids), RESCORE_BATCH)]
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(lead_ids: list[uuid.UUID]) -> None:
+        async with gate, db.sessions() as session:
+            if (row := await building_row(session, version)) is None:
+                raise Conflict(f"rule set version {version} is no longer being rolled out", field="version")
+            await rescore_range(session, row, lead_ids)
+            await session.commit()
+        if progress is not None:
+            progress(len(lead_ids))
+
+    await asyncio.gather(*(one(batch) for batch in batches))
+    async with db.sessions() as session:
+        if (row := await building_row(session, version)) is not None:
+            await go_live(session, row, compile_ruleset(row.id, row.version, row.spec))
+            await session.commit()
 
 
 async def go_live(session: AsyncSession, row: RuleSetVersion, ruleset: Ruleset) -> None:
