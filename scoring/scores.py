@@ -88,8 +88,17 @@ class Work:
 
 # --- reading ----------------------------------------------------------------------------------------
 
+Span = tuple[uuid.UUID, uuid.UUID] | None  # the leads are every live lead with an id in this range
 
-async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True) -> Work:
+
+def _leads(column: Any, ids: list[uuid.UUID], span: Span) -> Any:
+    """`column` is one of these leads: by range when the caller has a whole range (a long IN list
+    in a prepared statement can get a generic plan that scans the table), else by list."""
+    return column.between(span[0], span[1]) if span is not None else column.in_(ids)
+
+
+async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True,
+                    span: Span = None) -> Work:
     """Lock (and with `create`, make) the score rows of these leads under `ruleset`; a row made
     here replays its lead's history. Erased and merged-away leads get none."""
     work = Work(ruleset)
@@ -99,20 +108,21 @@ async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid
     fresh: list[uuid.UUID] = []
     if create:
         have = set(await session.scalars(
-            select(LeadScore.lead_id).where(LeadScore.lead_id.in_(ids), LeadScore.version == ruleset.version)
+            select(LeadScore.lead_id).where(_leads(LeadScore.lead_id, ids, span), LeadScore.version == ruleset.version)
         ))
         if missing := [i for i in ids if i not in have]:
             now = clock.now()
             rows = []
-            stages = await _stages_elsewhere(session, ruleset, missing)
-            for lead_id, profile in (await load_profiles(session, missing)).items():
+            part = span if len(missing) == len(ids) else None
+            stages = await _stages_elsewhere(session, ruleset, missing, part)
+            for lead_id, profile in (await load_profiles(session, missing, part)).items():
                 fit = ruleset.fit_points(profile)
                 stage, since = stages.get(lead_id, ("subscriber", now))
                 rows.append(Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since).row())
             if rows:  # a concurrent batch may make some first: theirs stay, and they replayed
                 statement = _insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
                 fresh = [row.lead_id for row in await session.execute(statement, rows)]
-    query = select(LeadScore).where(LeadScore.lead_id.in_(ids), LeadScore.version == ruleset.version)
+    query = select(LeadScore).where(_leads(LeadScore.lead_id, ids, span), LeadScore.version == ruleset.version)
     if session.get_bind().dialect.name == "postgresql":
         query = query.order_by(LeadScore.lead_id).with_for_update()
     for row in await session.scalars(query.execution_options(populate_existing=True)):
@@ -120,17 +130,17 @@ async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid
                                          row.stage, row.stage_at, row.review_at)
     if fresh:
         work.fresh.update(fresh)
-        await replay(session, work, fresh)
+        await replay(session, work, fresh, span if len(fresh) == len(work.scores) else None)
     return work
 
 
-async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset,
-                            lead_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, datetime]]:
+async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID],
+                            span: Span = None) -> dict[uuid.UUID, tuple[str, datetime]]:
     """The stage each lead has under another version (a new rule set keeps what sales or a
     person set, and where the score had got to, until its own scores move it)."""
     rows = await session.execute(
         select(LeadScore.lead_id, LeadScore.stage, LeadScore.stage_at)
-        .where(LeadScore.lead_id.in_(lead_ids), LeadScore.version != ruleset.version)
+        .where(_leads(LeadScore.lead_id, lead_ids, span), LeadScore.version != ruleset.version)
         .order_by(LeadScore.version)
     )
     return {row.lead_id: (row.stage, row.stage_at) for row in rows}
@@ -151,21 +161,28 @@ def _insert_ignore(session: AsyncSession, table: Table) -> Any:
     return insert(table)
 
 
-async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
+async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID],
+                        span: Span = None) -> dict[uuid.UUID, dict[str, Any]]:
     columns = [getattr(Lead, name) for name in PROFILE]
     rows = await session.execute(
-        select(Lead.id, *columns).where(Lead.id.in_(lead_ids), Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
+        select(Lead.id, *columns)
+        .where(_leads(Lead.id, lead_ids, span), Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
     )
     return {row.id: {name: getattr(row, name) for name in PROFILE} for row in rows}
 
 
 def _activities() -> Any:
+    # sorted here, not by the database: an ORDER BY occurred_at tempts the planner into walking
+    # the (type, occurred_at) index over every lead's activities instead of these leads' few
     return (
         select(Activity.id, Activity.lead_id, Activity.type, Activity.data, Activity.occurred_at,
                Touchpoint.source, Touchpoint.medium, Touchpoint.campaign)
         .outerjoin(Touchpoint, Touchpoint.id == Activity.touchpoint_id)
-        .order_by(Activity.occurred_at, Activity.id)
     )
+
+
+def _in_order(rows: Any) -> list[Any]:
+    return sorted(rows, key=lambda row: (row.occurred_at, row.id))
 
 
 def _facts(row: Any, email: str | None) -> Facts:
@@ -176,14 +193,14 @@ def _facts(row: Any, email: str | None) -> Facts:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
-async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID]) -> int:
+async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID], span: Span = None) -> int:
     """Score these leads' whole history into `work` (their rows are fresh or were reset);
     returns the activities read."""
     ruleset = work.ruleset
-    rows = (await session.execute(
-        _activities().where(Activity.lead_id.in_(lead_ids), Activity.type.in_(list(ruleset.by_activity)))
-    )).all()
-    emails = {lead_id: p["email"] for lead_id, p in (await load_profiles(session, lead_ids)).items()}
+    rows = _in_order(await session.execute(
+        _activities().where(_leads(Activity.lead_id, lead_ids, span), Activity.type.in_(list(ruleset.by_activity)))
+    ))
+    emails = {lead_id: p["email"] for lead_id, p in (await load_profiles(session, lead_ids, span)).items()}
     for row in rows:
         if (score := work.scores.get(row.lead_id)) is not None:
             score_activity(work, score, _facts(row, emails.get(row.lead_id)), row.id)
@@ -194,10 +211,10 @@ async def apply_activities(session: AsyncSession, ruleset: Ruleset, activity_ids
                            create: bool = True) -> Work:
     """Score these activities under `ruleset` (those it has not scored yet). `create` is for the
     live rule set; one being rolled out only keeps the rows its rescore made current (quietly)."""
-    rows = (await session.execute(
+    rows = _in_order(await session.execute(
         _activities().where(Activity.id.in_(activity_ids), Activity.lead_id.is_not(None),
                             Activity.type.in_(list(ruleset.by_activity)))
-    )).all()
+    ))
     if not rows:
         return Work(ruleset)
     lead_ids = list({row.lead_id for row in rows})
@@ -307,7 +324,7 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
                 break
             await change_stage(session, work, score, target, reason, now, emit_events)
     if work.entries:
-        await session.execute(insert(entries_t), work.entries)
+        await _write_entries(session, work.entries)
         work.entries = []
     if work.changes:
         await session.execute(insert(changes_t), work.changes)
@@ -335,6 +352,23 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
         )
         for score in touched:
             score.changed = False
+
+
+ENTRY_COLUMNS = ("id", "lead_id", "version", "activity_id", "activity_type", "rule", "points", "score_after",
+                 "occurred_at", "note")
+
+
+async def _write_entries(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
+    """Many entries (a rescore) go by COPY on PostgreSQL, in the session's transaction."""
+    if len(entries) < 500 or session.get_bind().dialect.name != "postgresql":
+        await session.execute(insert(entries_t), entries)
+        return
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.copy_records_to_table(
+        "score_entries", columns=ENTRY_COLUMNS, records=[tuple(e[c] for c in ENTRY_COLUMNS) for e in entries],
+    )
 
 
 async def change_stage(session: AsyncSession, work: Work, score: Score, target: str, reason: str,

@@ -91,7 +91,8 @@ async def rescore_range(session: AsyncSession, row: RuleSetVersion, lead_ids: li
         await session.execute(delete(table).where(
             table.c.lead_id >= lead_ids[0], table.c.lead_id <= lead_ids[-1], table.c.version == version,
         ))
-    work = await open_work(session, compile_ruleset(row.id, row.version, row.spec), lead_ids)  # rows replay
+    ruleset = compile_ruleset(row.id, row.version, row.spec)
+    work = await open_work(session, ruleset, lead_ids, span=(lead_ids[0], lead_ids[-1]))  # fresh rows replay
     await settle(session, work, reason="new rules", emit_events=False)
     await session.execute(
         update(RuleSetVersion).where(RuleSetVersion.id == row.id)

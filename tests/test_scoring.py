@@ -304,3 +304,26 @@ async def test_nurture_rescore_rolls_out_rules_from_a_file_and_refuses_a_bad_one
     bad.write_text(json.dumps({"rules": [{"key": "form", "activity": "form_sent", "points": 25}]}), "utf-8")
     code, out, err = await nurture("rescore", "--rules", str(bad), env=env)
     assert code != 0 and "rules.0.activity" in err and "form_sent" in err
+
+
+async def test_a_long_history_is_rescored_exactly(
+    client: Any, admin_headers: dict[str, str], db: Database, frozen_now: datetime
+) -> None:
+    lead_id = await post_lead(client, admin_headers, email="long.history@corp.ru")
+    async with db.sessions() as session:  # 600 page views over 60 days, as years of tracking leave
+        for i in range(600):
+            session.add(Activity(lead_id=uuid.UUID(lead_id), type="page_view", data={"url": "https://a.ru/blog"},
+                                 occurred_at=clock.now() - timedelta(hours=i * 2.4)))
+        await session.commit()
+    rules = {"half_life_days": 10, "rules": [{"key": "view", "activity": "page_view", "points": 1,
+                                              "cap": {"points": 3, "per": "day"}}]}
+    assert (await client.post("/v1/scoring/rulesets", headers=admin_headers, json=rules)).status_code == 202
+    await run_events(db)
+    explained = await explanation(client, admin_headers, lead_id)
+    # 10 views a day, the first 3 of each UTC day scored, each halving every 10 days since
+    times = sorted(clock.now() - timedelta(hours=i * 2.4) for i in range(600))
+    scored = [t for day, group in itertools.groupby(times, key=lambda t: t.date()) for t in list(group)[:3]]
+    expected = sum(0.5 ** ((clock.now() - t) / timedelta(days=10)) for t in scored)
+    assert explained["ruleset_version"] == 1
+    assert explained["score"] == pytest.approx(expected, abs=0.01)
+    assert len(explained["contributions"]) == 200 and explained["history"][-1]["score"] == explained["score"]
