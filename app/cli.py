@@ -292,11 +292,13 @@ def rescore(
     try:
         spec = RuleSetIn.model_validate_json(rules.read_text("utf-8")) if rules is not None else None
     except OSError as exc:
-        raise NurtureError(f"cannot read {rules}: {exc.strerror}") from None
+        typer.echo(f"error: cannot read {rules}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise NurtureError(f"{rules}: {field}: {first['msg']}") from None
+        typer.echo(f"error ({field}): {rules}: {first['msg']}", err=True)
+        raise typer.Exit(2) from None
 
     async def body() -> tuple[int, int]:
         db = database()
@@ -316,6 +318,28 @@ def rescore(
     started = time.perf_counter()
     version, total = run_async(body())
     typer.echo(json.dumps({"version": version, "leads": total, "seconds": round(time.perf_counter() - started, 2)}))
+
+
+@cli.command("train-model")
+def train_model() -> None:
+    """Fit the predictive score on the leads whose outcome is known (won / lost), print its AUC on
+    held-out leads next to the rules' AUC, and store it as a new version (one JSON object)."""
+    import json
+
+    from scoring.predict import train
+    from scoring.rulesets import live_ruleset
+
+    async def body() -> dict[str, Any]:
+        db = database()
+        try:
+            async with db.sessions() as session:
+                trained = await train(session, await live_ruleset(session))
+                await session.commit()
+                return trained.__dict__
+        finally:
+            await db.dispose()
+
+    typer.echo(json.dumps(run_async(body())))
 
 
 @cli.command("import-leads")

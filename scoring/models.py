@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, String
+from sqlalchemy import JSON, Float, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core import clock
@@ -99,3 +99,18 @@ class StageChange(IdMixin, Base):
     grade: Mapped[str] = mapped_column(String(1))
     version: Mapped[int]
     at: Mapped[datetime] = mapped_column(default=clock.now)
+
+
+class PredictiveModel(IdMixin, Base):
+    """A trained predictive model (`nurture train-model`), with how well it did on held-out leads."""
+
+    __tablename__ = "scoring_models"
+
+    version: Mapped[int] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=clock.now)
+    auc: Mapped[float]
+    rules_auc: Mapped[float | None]
+    samples: Mapped[int]
+    features: Mapped[list[str]] = mapped_column(JSON)
+    algorithm: Mapped[str] = mapped_column(String(200))
+    blob: Mapped[bytes] = mapped_column(LargeBinary)

@@ -213,9 +213,13 @@ async def explain(session: AsyncSession, lead_id: uuid.UUID) -> dict[str, Any]:
         select(StageChange).where(StageChange.lead_id == lead_id)
         .order_by(StageChange.at.desc(), StageChange.id.desc()).limit(50)
     ))
+    from scoring.predict import predict
+
+    prediction = (await predict(session, [lead_id], ruleset)).get(lead_id)
     return {
         "lead_id": lead_id,
         "score": round(score.value(now, ruleset), 2),
+        "prediction": prediction,
         "as_of": now,
         "grade": score.grade,
         "fit_points": score.fit_points,

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from sqlalchemy import func, select
 from core import clock
 from core.db import Database
 from core.outbox import OutboxEvent, emit
-from leads.models import Activity
+from leads.models import Activity, Lead
 from scoring.engagement import machine_reason
 from scoring.rules import Facts, Ruleset, RuleSetIn, decayed
 from scoring.rulesets import DEFAULT_RULES
@@ -303,7 +304,7 @@ async def test_nurture_rescore_rolls_out_rules_from_a_file_and_refuses_a_bad_one
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"rules": [{"key": "form", "activity": "form_sent", "points": 25}]}), "utf-8")
     code, out, err = await nurture("rescore", "--rules", str(bad), env=env)
-    assert code != 0 and "rules.0.activity" in err and "form_sent" in err
+    assert code == 2 and "rules.0.activity" in err and "form_sent" in err and "Traceback" not in err
 
 
 async def test_a_long_history_is_rescored_exactly(
@@ -327,3 +328,41 @@ async def test_a_long_history_is_rescored_exactly(
     assert explained["ruleset_version"] == 1
     assert explained["score"] == pytest.approx(expected, abs=0.01)
     assert len(explained["contributions"]) == 200 and explained["history"][-1]["score"] == explained["score"]
+
+
+async def test_the_predictive_score_learns_from_known_outcomes(
+    client: Any, admin_headers: dict[str, str], db: Database, frozen_now: datetime, tmp_path: Any, database_url: str
+) -> None:
+    env = {**os.environ, "NURTURE_DATABASE_URL": database_url, "NURTURE_DATA_DIR": str(tmp_path)}
+    code, _, err = await nurture("train-model", env=env)
+    assert code == 2 and "known outcome" in err  # nothing to learn from yet
+
+    rnd = random.Random(3)
+    leads = []
+    async with db.sessions() as session:  # buyers looked at prices and downloaded; the others read the blog
+        for i in range(80):
+            lead = Lead(email=f"p{i}@corp{i}.ru", source_channel="api")
+            session.add(lead)
+            await session.flush()
+            buyer = i % 2 == 0
+            for _ in range(rnd.randrange(3, 8)):
+                url = "https://a.ru/pricing" if buyer and rnd.random() < 0.7 else "https://a.ru/blog"
+                session.add(Activity(lead_id=lead.id, type="page_view", data={"url": url},
+                                     occurred_at=clock.now() - timedelta(days=rnd.randrange(2, 40))))
+            if i < 60:  # the outcome is known for 60 of them
+                session.add(Activity(lead_id=lead.id, type="deal_won" if buyer else "deal_lost", data={},
+                                     occurred_at=clock.now() - timedelta(days=1)))
+            leads.append((lead.id, buyer))
+        await session.commit()
+    code, out, err = await nurture("train-model", env=env)
+    assert code == 0, err
+    trained = json.loads(out)
+    assert trained["version"] == 1 and (trained["won"], trained["lost"]) == (30, 30) and trained["auc"] >= 0.8
+    unknown = [(lead_id, buyer) for lead_id, buyer in leads[60:]]
+    probability = {buyer: [] for buyer in (True, False)}  # type: dict[bool, list[float]]
+    for lead_id, buyer in unknown:
+        explained = await explanation(client, admin_headers, str(lead_id))
+        probability[buyer].append(explained["prediction"]["probability"])
+    assert sum(probability[True]) / 10 > sum(probability[False]) / 10 + 0.3
+    top = (await explanation(client, admin_headers, str(unknown[0][0])))["prediction"]["reasons"]
+    assert top and top[0]["feature"] in {"pricing_views_90d", "page_view_90d", "page_view_30d", "rules_score"}
