@@ -14,9 +14,13 @@
   under a new rule set the way `nurture rescore` does it (batches of 500 leads, 3 at once, each
   committed).
 
+* predictive (PostgreSQL): a seeded synthetic world (bench/_synthetic.py: profiles, hidden
+  propensity, activity, outcomes for 60% of the leads) scored by the default rules, then the
+  model trained; both AUCs on the same held-out leads.
+
 Redis: NURTURE_BENCH_REDIS_URL (default redis://127.0.0.1:6379/10), flushed before and after.
 Aims (issue): ≥ 200,000 evaluations/s pure, ≥ 3,000 events/s end to end, rescore of 1,000,000
-activities over 100,000 leads in < 60 s.
+activities over 100,000 leads in < 60 s; the model's AUC above the rules'.
 """
 
 from __future__ import annotations
@@ -316,6 +320,55 @@ def measure_handlers(events: int, workers: int, timeout: float) -> dict[str, Any
             "complete": done >= events, "seconds": round(seconds, 2), "per_s": round(done / seconds, 1)}
 
 
+async def synthetic(url: str, leads: int) -> None:
+    import asyncpg
+    from _synthetic import world
+    from sqlalchemy.engine import make_url
+
+    lead_rows, activity_rows = world(leads)
+    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.copy_records_to_table("leads", columns=[
+            "id", "email", "job_title", "company_size", "source_channel", "customer_status", "custom", "created_at",
+            "updated_at",
+        ], records=lead_rows)
+        await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
+                                         records=activity_rows)
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def score_and_train(url: str) -> dict[str, Any]:
+    from core.db import Database
+    from scoring.predict import train
+    from scoring.rules import RuleSetIn
+    from scoring.rulesets import DEFAULT_RULES, live_ruleset
+    from scoring.service import post_ruleset, rescore_here
+
+    db = Database(url, pool_size=4)
+    try:
+        async with db.sessions() as session:
+            row = await post_ruleset(session, RuleSetIn.model_validate(DEFAULT_RULES), chain=False)
+            await session.commit()
+        await rescore_here(db, row.version)
+        began = time.perf_counter()
+        async with db.sessions() as session:
+            trained = await train(session, await live_ruleset(session))
+            await session.commit()
+        return {**trained.__dict__, "train_seconds": round(time.perf_counter() - began, 2)}
+    finally:
+        await db.dispose()
+
+
+def measure_predictive(leads: int) -> dict[str, Any]:
+    with scratch_database("postgresql") as url:
+        uv_run(synthetic(url, leads))
+        result = uv_run(score_and_train(url))
+    return {"bench": "scoring", "part": "predictive", "leads": leads, **result,
+            "model_beats_rules": result["rules_auc"] is not None and result["auc"] > result["rules_auc"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pure", type=int, default=200_000, help="activities evaluated in memory")
@@ -326,7 +379,9 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=100_000, help="leads to rescore")
     parser.add_argument("--activities", type=int, default=1_000_000, help="activities to rescore")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for the scores")
-    parser.add_argument("--only", choices=["pure", "handlers", "end_to_end", "rescore"], help="one part only")
+    parser.add_argument("--synthetic", type=int, default=6000, help="synthetic leads for the predictive part")
+    parser.add_argument("--only", choices=["pure", "handlers", "end_to_end", "rescore", "predictive"],
+                        help="one part only")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     if args.only in (None, "pure"):
@@ -341,6 +396,9 @@ def main() -> None:
     if args.only in (None, "rescore"):
         results["rescore"] = measure_rescore(args.leads, args.activities)
         print(json.dumps(results["rescore"]), flush=True)
+    if args.only in (None, "predictive"):
+        results["predictive"] = measure_predictive(args.synthetic)
+        print(json.dumps(results["predictive"]), flush=True)
     summary: dict[str, Any] = {"bench": "scoring", "summary": True, "aim": AIM}
     if "pure" in results:
         summary["pure_per_s"] = results["pure"]["evaluations_per_s"]
@@ -351,6 +409,9 @@ def main() -> None:
         summary["api_accepted_per_s"] = results["end_to_end"]["accepted_per_s"]
     if "rescore" in results:
         summary["rescore_seconds"] = results["rescore"]["seconds"]
+    if "predictive" in results:
+        summary["model_auc"] = results["predictive"]["auc"]
+        summary["rules_auc"] = results["predictive"]["rules_auc"]
     print(json.dumps(summary), flush=True)
     if "end_to_end" in results and not results["end_to_end"]["complete"]:
         sys.exit(1)
