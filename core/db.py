@@ -12,8 +12,10 @@ import uuid
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, MetaData, Select, event, text
+from sqlalchemy import JSON, DateTime, MetaData, Select, Table, event, insert, text
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -165,6 +167,22 @@ def skip_locked(query: SelectT, session: AsyncSession) -> SelectT:
     if session.get_bind().dialect.name != "postgresql":
         return query
     return query.with_for_update(skip_locked=True)
+
+
+def insert_ignore(session: AsyncSession, table: Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on PostgreSQL and SQLite (a plain INSERT elsewhere)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite_insert(table).on_conflict_do_nothing()
+    return insert(table)
+
+
+def upsert(session: AsyncSession, table: Table, key: list[str], column: str) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET column = the new value (PostgreSQL, SQLite)."""
+    statement: Any = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    return statement.on_conflict_do_update(index_elements=key, set_={column: getattr(statement.excluded, column)})
 
 
 async def flush_unique(session: AsyncSession, conflict: Conflict) -> None:

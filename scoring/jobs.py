@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Event, handles_batch, sweeps
 from scoring.rulesets import active_rulesets
-from scoring.scores import apply_activities, regrade, rescore
+from scoring.scores import Work, apply_activities, regrade, rescore
 from scoring.service import demote_faded, rescore_batch
 
 
@@ -16,26 +17,26 @@ def _ids(events: list[Event], key: str) -> list[uuid.UUID]:
     return [uuid.UUID(str(e.payload[key])) for e in events if e.payload.get(key)]
 
 
+async def _under_both(session: AsyncSession, ids: list[uuid.UUID], run: Callable[..., Awaitable[Work]]) -> None:
+    """Run `run` under the live rule set and, quietly, under the one being rolled out, if any."""
+    if not ids:
+        return
+    live, building = await active_rulesets(session)
+    await run(session, live, ids)
+    if building is not None:
+        await run(session, building, ids, create=False)
+
+
 @handles_batch("lead.activity", name="scoring.apply")
 async def apply(session: AsyncSession, events: list[Event]) -> None:
     """A lead did something: its score, and maybe its stage, follow within a second."""
-    if not (ids := _ids(events, "activity_id")):
-        return
-    live, building = await active_rulesets(session)
-    await apply_activities(session, live, ids)
-    if building is not None:
-        await apply_activities(session, building, ids, create=False)
+    await _under_both(session, _ids(events, "activity_id"), apply_activities)
 
 
 @handles_batch("lead.created", "lead.updated", name="scoring.grade")
 async def grade(session: AsyncSession, events: list[Event]) -> None:
     """The profile changed: fit points and grade follow (and the stage, if the grade moves it)."""
-    if not (ids := _ids(events, "lead_id")):
-        return
-    live, building = await active_rulesets(session)
-    await regrade(session, live, ids)
-    if building is not None:
-        await regrade(session, building, ids, create=False)
+    await _under_both(session, _ids(events, "lead_id"), regrade)
 
 
 @handles_batch("lead.merged", name="scoring.merge")

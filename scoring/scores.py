@@ -15,15 +15,14 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys
+from core.db import insert_ignore, lock_keys, upsert
 from core.ids import new_id
 from core.outbox import emit
 from leads.models import Activity, Lead, Touchpoint
+from leads.search import live_leads
 from scoring.models import LeadScore, ScoreCap, ScoreEntry, StageChange
 from scoring.rules import Facts, Ruleset, capped, decayed, demotion_at, next_stage, period_start
 
@@ -97,6 +96,12 @@ def _leads(column: Any, ids: list[uuid.UUID], span: Span) -> Any:
     return column.between(span[0], span[1]) if span is not None else column.in_(ids)
 
 
+async def take_turns(session: AsyncSession, lead_ids: list[uuid.UUID]) -> None:
+    """Until commit, this transaction alone works on these leads' scores under the rule set being
+    rolled out (its rescore and the live applies to it take turns; PostgreSQL advisory locks)."""
+    await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))
+
+
 async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True,
                     span: Span = None) -> Work:
     """Lock (and with `create`, make) the score rows of these leads under `ruleset`; a row made
@@ -120,7 +125,7 @@ async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid
                 stage, since = stages.get(lead_id, ("subscriber", now))
                 rows.append(Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since).row())
             if rows:  # a concurrent batch may make some first: theirs stay, and they replayed
-                statement = _insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
+                statement = insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
                 fresh = [row.lead_id for row in await session.execute(statement, rows)]
     query = select(LeadScore).where(_leads(LeadScore.lead_id, ids, span), LeadScore.version == ruleset.version)
     if session.get_bind().dialect.name == "postgresql":
@@ -146,27 +151,12 @@ async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: l
     return {row.lead_id: (row.stage, row.stage_at) for row in rows}
 
 
-def _upsert(session: AsyncSession, table: Table, key: list[str], column: str) -> Any:
-    """INSERT … ON CONFLICT (key) DO UPDATE SET column = the new value (PostgreSQL, SQLite)."""
-    statement: Any = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
-    return statement.on_conflict_do_update(index_elements=key, set_={column: getattr(statement.excluded, column)})
-
-
-def _insert_ignore(session: AsyncSession, table: Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite_insert(table).on_conflict_do_nothing()
-    return insert(table)
-
-
 async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID],
                         span: Span = None) -> dict[uuid.UUID, dict[str, Any]]:
     columns = [getattr(Lead, name) for name in PROFILE]
     rows = await session.execute(
         select(Lead.id, *columns)
-        .where(_leads(Lead.id, lead_ids, span), Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
+        .where(_leads(Lead.id, lead_ids, span), *live_leads())
     )
     return {row.id: {name: getattr(row, name) for name in PROFILE} for row in rows}
 
@@ -219,7 +209,7 @@ async def apply_activities(session: AsyncSession, ruleset: Ruleset, activity_ids
         return Work(ruleset)
     lead_ids = list({row.lead_id for row in rows})
     if not create:  # the rule set being rolled out: its rescore and this apply take turns per lead
-        await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))
+        await take_turns(session, lead_ids)
     work = await open_work(session, ruleset, lead_ids, create)
     done = work.scored | set(await session.scalars(
         select(ScoreEntry.activity_id).where(ScoreEntry.activity_id.in_([row.id for row in rows]),
@@ -291,7 +281,6 @@ async def rescore(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.U
         for lead_id in again:
             score = work.scores[lead_id]
             score.points, score.as_of, score.changed = 0.0, score.stage_at, True
-        work.given = {key: value for key, value in work.given.items() if key[0] not in again}
         await replay(session, work, again)
     await settle(session, work, reason=reason)
     return work
@@ -300,7 +289,7 @@ async def rescore(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.U
 async def regrade(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True) -> Work:
     """Recompute fit points and grade from the profiles (a lead was created or changed)."""
     if not create:
-        await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))
+        await take_turns(session, lead_ids)
     work = await open_work(session, ruleset, lead_ids, create)
     profiles = await load_profiles(session, list(work.scores))
     for lead_id, score in work.scores.items():
@@ -330,7 +319,7 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
         await session.execute(insert(changes_t), work.changes)
         work.changes = []
     if work.capped:
-        statement = _upsert(session, caps_t, ["lead_id", "version", "rule", "period_start"], "given")
+        statement = upsert(session, caps_t, ["lead_id", "version", "rule", "period_start"], "given")
         await session.execute(statement, [
             {"lead_id": lead_id, "version": ruleset.version, "rule": rule, "period_start": start,
              "given": work.given[(lead_id, rule, start)]}

@@ -14,14 +14,15 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Database, lock_keys, skip_locked
+from core.db import Database, skip_locked
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from leads.models import Lead
+from leads.search import live_leads
 from scoring.models import LeadScore, RuleSetVersion, ScoreEntry, StageChange
-from scoring.rules import EVER, STAGES, Ruleset, RuleSetIn
+from scoring.rules import EVER, STAGES, RuleSetIn
 from scoring.rulesets import BUILDING, LIVE, RETIRED, active_rulesets, compile_ruleset, live_ruleset
-from scoring.scores import Score, Work, caps_t, change_stage, entries_t, open_work, scores_t, settle
+from scoring.scores import Score, Work, caps_t, change_stage, entries_t, open_work, scores_t, settle, take_turns
 
 RESCORE_BATCH = 500
 HISTORY_POINTS = 200
@@ -35,9 +36,7 @@ async def post_ruleset(session: AsyncSession, spec: RuleSetIn, chain: bool = Tru
     for superseded in await session.scalars(select(RuleSetVersion).where(RuleSetVersion.state == BUILDING)):
         superseded.state = RETIRED
         await _drop_version(session, superseded.version)
-    total = await session.scalar(
-        select(func.count()).select_from(Lead).where(Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
-    )
+    total = await session.scalar(select(func.count()).select_from(Lead).where(*live_leads()))
     row = RuleSetVersion(version=last + 1, name=spec.name, spec=spec.model_dump(mode="json", by_alias=True),
                          state=BUILDING, leads_total=total or 0, leads_done=0)
     session.add(row)
@@ -60,12 +59,12 @@ async def rescore_batch(session: AsyncSession, version: int, after: uuid.UUID | 
     row = await building_row(session, version)
     if row is None:
         return None
-    query = select(Lead.id).where(Lead.erased_at.is_(None), Lead.merged_into_id.is_(None))
+    query = select(Lead.id).where(*live_leads())
     if after is not None:
         query = query.where(Lead.id > after)
     lead_ids = list(await session.scalars(query.order_by(Lead.id).limit(RESCORE_BATCH)))
     if not lead_ids:
-        await go_live(session, row, compile_ruleset(row.id, row.version, row.spec))
+        await go_live(session, row)
         return None
     await rescore_range(session, row, lead_ids)
     if chain:
@@ -83,7 +82,7 @@ async def rescore_range(session: AsyncSession, row: RuleSetVersion, lead_ids: li
     """Score these leads (ascending ids, a contiguous range of the live leads) afresh under the
     version being rolled out. Ranges that do not overlap may run at once."""
     version = row.version
-    await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))  # live applies take turns
+    await take_turns(session, lead_ids)
     # what an earlier delivery of this batch wrote goes first; the batch is a range of ids, and a
     # range is what the indexes answer fast (a long IN list of a prepared statement can end in a
     # generic plan that scans the table)
@@ -107,7 +106,7 @@ async def rescore_here(db: Database, version: int, concurrency: int = 3,
     history the first time they are touched."""
     async with db.sessions() as session:
         ids = list(await session.scalars(
-            select(Lead.id).where(Lead.erased_at.is_(None), Lead.merged_into_id.is_(None)).order_by(Lead.id)
+            select(Lead.id).where(*live_leads()).order_by(Lead.id)
         ))
     batches = [ids[i:i + RESCORE_BATCH] for i in range(0, len(ids), RESCORE_BATCH)]
     gate = asyncio.Semaphore(concurrency)
@@ -124,15 +123,15 @@ async def rescore_here(db: Database, version: int, concurrency: int = 3,
     await asyncio.gather(*(one(batch) for batch in batches))
     async with db.sessions() as session:
         if (row := await building_row(session, version)) is not None:
-            await go_live(session, row, compile_ruleset(row.id, row.version, row.spec))
+            await go_live(session, row)
             await session.commit()
 
 
-async def go_live(session: AsyncSession, row: RuleSetVersion, ruleset: Ruleset) -> None:
+async def go_live(session: AsyncSession, row: RuleSetVersion) -> None:
     """The rolled-out version replaces the live one in one transaction; leads whose stage differs
     under it are announced as stage changes (and new MQLs as qualified)."""
     old = await live_ruleset(session)
-    old_stages = {row.lead_id: row.stage for row in await session.execute(
+    old_stages = {score.lead_id: score.stage for score in await session.execute(
         select(LeadScore.lead_id, LeadScore.stage).where(LeadScore.version == old.version)
     )}
     now = clock.now()
@@ -141,7 +140,7 @@ async def go_live(session: AsyncSession, row: RuleSetVersion, ruleset: Ruleset) 
     row.state, row.live_at, row.leads_done = LIVE, now, max(row.leads_done, row.leads_total)
     await _drop_version(session, old.version)
     for lead_id, stage in (await session.execute(
-        select(LeadScore.lead_id, LeadScore.stage).where(LeadScore.version == ruleset.version)
+        select(LeadScore.lead_id, LeadScore.stage).where(LeadScore.version == row.version)
     )).all():
         if lead_id in old_stages and old_stages[lead_id] != stage:
             await emit(session, "lead.stage_changed", {

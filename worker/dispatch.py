@@ -18,15 +18,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from arq import Retry
-from sqlalchemy import Row, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Row, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Database
-from core.events import Event, Handler
+from core.db import Database, insert_ignore
+from core.events import BatchFunction, Event, Handler
 from core.logging import get_logger
 from core.metrics import EVENT_LAG, EVENTS_DEAD, EVENTS_FAILED, EVENTS_HANDLED
 from core.outbox import FailedEvent, OutboxEvent, handled_t, outbox_t
@@ -98,18 +96,16 @@ class Dispatcher:
             claimed = await _claim(session, sorted(
                 (event.id, handler.name) for event in events for handler in self.registry.for_event(event.name)
             ))
-            batches: dict[str, list[Event]] = {}
+            batches: dict[BatchFunction, list[Event]] = {}  # each batch handler runs once, on all its events
             for event in events:
                 for handler in self.registry.for_event(event.name):
                     if (event.id, handler.name) not in claimed:
                         continue
                     if handler.run_many is not None:
-                        batches.setdefault(handler.name, []).append(event)
+                        batches.setdefault(handler.run_many, []).append(event)
                     else:
                         await handler.run(session, event)
-            for handler_name, batch in batches.items():
-                run_many = self.registry.by_name[handler_name].run_many
-                assert run_many is not None
+            for run_many, batch in batches.items():
                 await run_many(session, batch)
             await _mark_done(session, [event.id for event in events])
             await session.commit()
@@ -170,16 +166,8 @@ async def _claim(session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]) 
     if not pairs:
         return set()
     now = clock.now()
-    table = handled_t  # Core, not the ORM: this runs for every group of events
-    dialect = session.get_bind().dialect.name
-    statement: Any
-    if dialect == "postgresql":
-        statement = pg_insert(table).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite_insert(table).on_conflict_do_nothing()
-    else:
-        statement = insert(table)
-    statement = statement.returning(table.c.event_id, table.c.handler)
+    # Core, not the ORM: this runs for every group of events
+    statement = insert_ignore(session, handled_t).returning(handled_t.c.event_id, handled_t.c.handler)
     values = [{"event_id": event_id, "handler": handler, "handled_at": now} for event_id, handler in pairs]
     return {(row.event_id, row.handler) for row in await session.execute(statement, values)}
 

@@ -128,8 +128,6 @@ class Background:
                     log.warning("sweeper found lost events", events=swept.events)
                 if swept.work:
                     log.info("sweeps found due work", **swept.work)
-                if swept.total:
-                    await self.relay.drain()
             except Exception as exc:
                 log.warning("sweep failed", error=repr(exc))
 
