@@ -9,12 +9,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, String, Table, Text, event
+from sqlalchemy import ForeignKey, Index, String, Table, Text, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
 from core.db import Base, IdMixin
+from core.ids import new_id
 
 NUDGE_CHANNEL = "nurture:outbox"
 
@@ -80,6 +81,17 @@ async def emit(session: AsyncSession, name: str, payload: dict[str, Any]) -> Out
     session.add(event)
     session.info["outbox"] = True
     return event
+
+
+async def emit_many(session: AsyncSession, name: str, payloads: list[dict[str, Any]]) -> None:
+    """`emit` for many events at once, in one statement (a batch intake)."""
+    if not payloads:
+        return
+    now = clock.now()
+    await session.execute(insert(outbox_t), [
+        {"id": new_id(), "name": name, "payload": _jsonable(payload), "created_at": now} for payload in payloads
+    ])
+    session.info["outbox"] = True
 
 
 def _jsonable(value: Any) -> Any:

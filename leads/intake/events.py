@@ -18,7 +18,7 @@ from core import clock
 from core.db import lock_keys
 from core.errors import Conflict, Forbidden, Invalid, NurtureError
 from core.ids import new_id
-from core.outbox import emit, outbox_t
+from core.outbox import emit, emit_many
 from leads.intake.batch import activities_t, touchpoints_t
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor
@@ -87,9 +87,7 @@ async def record_event(
     both. An email that belonged to an erased person is refused (Conflict), as in the API.
     Returns None when the event is dropped (a visitor whose lead was erased).
     """
-    now = clock.now()
-    if event.type.startswith(RESERVED_PREFIXES) or event.type in RESERVED_TYPES:
-        raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
+    _not_reserved(event)
     if not trusted:
         if event.lead_id or event.email:
             field = "lead_id" if event.lead_id else "email"
@@ -98,17 +96,7 @@ async def record_event(
             raise Invalid(
                 f"without an API key the type must be page_view, download or {PUBLIC_PREFIX}<name>", field="type"
             )
-    occurred_at = (event.occurred_at if trusted else None) or now
-    if occurred_at > now + timedelta(minutes=5):
-        raise Invalid("must not be in the future", field="occurred_at")
-    origin = Origin.from_params(
-        Channel.event, event.model_dump(), referrer=event.referrer, landing_page=event.url,
-        visitor_id=event.visitor_id, ip=ip, occurred_at=occurred_at,
-    )
-    data = {
-        k: v for k, v in {"url": event.url, "title": event.title, "referrer": event.referrer,
-                          "properties": event.properties or None}.items() if v
-    }
+    occurred_at, origin, data = _checked(event, ip, trusted)
 
     if event.email and not event.lead_id:
         email = normalize_email(event.email)
@@ -143,6 +131,29 @@ async def record_event(
             {"lead_id": lead.id, "activity_id": activity.id, "type": event.type, "occurred_at": occurred_at},
         )
     return activity
+
+
+def _not_reserved(event: EventIn) -> None:
+    if event.type.startswith(RESERVED_PREFIXES) or event.type in RESERVED_TYPES:
+        raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
+
+
+def _checked(event: EventIn, ip: str | None, trusted: bool) -> tuple[datetime, Origin, dict[str, Any]]:
+    """What every stored event needs: a time not in the future (a caller's own time only when
+    trusted), its origin (utm, referrer, page) and its data."""
+    now = clock.now()
+    occurred_at = (event.occurred_at if trusted else None) or now
+    if occurred_at > now + timedelta(minutes=5):
+        raise Invalid("must not be in the future", field="occurred_at")
+    origin = Origin.from_params(
+        Channel.event, event.model_dump(), referrer=event.referrer, landing_page=event.url,
+        visitor_id=event.visitor_id, ip=ip, occurred_at=occurred_at,
+    )
+    data = {
+        k: v for k, v in {"url": event.url, "title": event.title, "referrer": event.referrer,
+                          "properties": event.properties or None}.items() if v
+    }
+    return occurred_at, origin, data
 
 
 async def _lead_for(session: AsyncSession, event: EventIn) -> Lead | None:
@@ -218,27 +229,16 @@ async def record_events(session: AsyncSession, events: list[EventIn], ip: str | 
         await session.execute(insert(touchpoints_t), touchpoints)
     if activities:
         await session.execute(insert(activities_t), activities)
-        await session.execute(insert(outbox_t), [{
-            "id": new_id(), "name": "lead.activity", "created_at": clock.now(),
-            "payload": {"lead_id": str(row["lead_id"]), "activity_id": str(row["id"]), "type": row["type"],
-                        "occurred_at": row["occurred_at"].isoformat()},
+        await emit_many(session, "lead.activity", [{
+            "lead_id": row["lead_id"], "activity_id": row["id"], "type": row["type"], "occurred_at": row["occurred_at"],
         } for row in activities])
-        session.info["outbox"] = True  # the relay hears of the commit (see core.outbox)
     return stored
 
 
 def _row(event: EventIn, lead_id: uuid.UUID, ip: str | None, touchpoints: list[dict[str, Any]]) -> dict[str, Any]:
     """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known lead."""
-    now = clock.now()
-    if event.type.startswith(RESERVED_PREFIXES) or event.type in RESERVED_TYPES:
-        raise Invalid(f"'{event.type}' is reserved for nurture's own activities", field="type")
-    occurred_at = event.occurred_at or now
-    if occurred_at > now + timedelta(minutes=5):
-        raise Invalid("must not be in the future", field="occurred_at")
-    origin = Origin.from_params(
-        Channel.event, event.model_dump(), referrer=event.referrer, landing_page=event.url,
-        visitor_id=event.visitor_id, ip=ip, occurred_at=occurred_at,
-    )
+    _not_reserved(event)
+    occurred_at, origin, data = _checked(event, ip, trusted=True)
     touchpoint_id = None
     if _is_arrival(origin, event.url):
         touchpoint_id = new_id()
@@ -248,7 +248,5 @@ def _row(event: EventIn, lead_id: uuid.UUID, ip: str | None, touchpoints: list[d
             "term": origin.term, "referrer": origin.referrer, "landing_page": origin.landing_page,
             "occurred_at": occurred_at,
         })
-    data = {k: v for k, v in {"url": event.url, "title": event.title, "referrer": event.referrer,
-                              "properties": event.properties or None}.items() if v}
     return {"id": new_id(), "lead_id": lead_id, "visitor_id": event.visitor_id, "type": event.type,
             "touchpoint_id": touchpoint_id, "data": data, "occurred_at": occurred_at}
