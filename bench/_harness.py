@@ -225,6 +225,25 @@ async def lean_http(base: str, connections: int) -> AsyncIterator[LeanHttp]:
         await client.close()
 
 
+def pg_dsn(url: str) -> str:
+    """A SQLAlchemy PostgreSQL URL as a plain DSN for asyncpg."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.asynccontextmanager
+async def pg_connection(url: str) -> AsyncIterator[Any]:
+    """A raw asyncpg connection (COPY, quick counts) to the database at the SQLAlchemy URL `url`."""
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_dsn(url))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 def uv_run(main: Awaitable[Any]) -> Any:
     """asyncio.run on uvloop, as the server runs."""
     import uvloop

@@ -50,7 +50,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import IO, Any
 
-from _harness import ROOT, percentile, scratch_database, uv_run
+from _harness import ROOT, percentile, pg_connection, pg_dsn, scratch_database, uv_run
 
 PING = "bench.ping"
 HANDLER = "bench.noop"
@@ -287,15 +287,13 @@ class PipelineTarget(Target):
 
     async def submit(self, phase: str, count: int) -> list[str]:
         import asyncpg
-        from sqlalchemy.engine import make_url
 
         from core import clock
         from core.ids import new_id
         from core.outbox import nudge
 
         if self.pool is None:
-            url = make_url(self.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-            self.pool = await asyncpg.create_pool(url, min_size=IN_FLIGHT, max_size=IN_FLIGHT)
+            self.pool = await asyncpg.create_pool(pg_dsn(self.database_url), min_size=IN_FLIGHT, max_size=IN_FLIGHT)
         payload = json.dumps({"p": phase})
         rows = [(new_id(), PING, payload, clock.now()) for _ in range(count)]
         async with self.pool.acquire() as conn:
@@ -576,15 +574,10 @@ async def measure_raw(redis_url: str, workers: int, group: WorkerGroup, args: ar
 
 async def connection_budget(database_url: str) -> int:
     """PostgreSQL connections the workers may hold together (what the producer and slack leave)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
 
-    conn = await asyncpg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(False))
-    try:
+    async with pg_connection(database_url) as conn:
         limit = int(await conn.fetchval("SHOW max_connections"))
         reserved = int(await conn.fetchval("SHOW superuser_reserved_connections"))
-    finally:
-        await conn.close()
     return limit - reserved - IN_FLIGHT - 4
 
 

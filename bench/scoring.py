@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from _harness import ROOT, lean_http, scratch_database, server, uv_run
+from _harness import ROOT, lean_http, pg_connection, scratch_database, server, uv_run
 
 AIM = {"pure_per_s": 200_000, "end_to_end_per_s": 3_000, "rescore_seconds": 60}
 PATHS = ["/", "/pricing", "/pricing/pro", "/blog/how-to", "/careers", "/catalogue", "/contacts", "/cases/steel"]
@@ -110,16 +110,13 @@ def measure_pure(count: int) -> dict[str, Any]:
 
 async def fill(url: str, leads: int, activities: int) -> list[uuid.UUID]:
     """Leads and their activities, written with COPY (the bench's own set-up, not what it measures)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
 
     from core.ids import new_id
 
     rnd = random.Random(11)
     now = datetime.now(UTC)
     lead_ids = [new_id() for _ in range(leads)]
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
+    async with pg_connection(url) as conn:
         await conn.copy_records_to_table("leads", columns=[
             "id", "email", "source_channel", "customer_status", "custom", "created_at", "updated_at",
         ], records=[(lead_id, f"lead{i}@corp{i % 500}.ru", "import", "new", "{}", now, now)
@@ -137,8 +134,6 @@ async def fill(url: str, leads: int, activities: int) -> list[uuid.UUID]:
             await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
                                              records=batch)
         await conn.execute("ANALYZE")
-    finally:
-        await conn.close()
     return lead_ids
 
 
@@ -189,14 +184,9 @@ async def api_key(url: str) -> str:
 
 
 async def entries(url: str) -> int:
-    import asyncpg
-    from sqlalchemy.engine import make_url
 
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
+    async with pg_connection(url) as conn:
         return int(await conn.fetchval("SELECT count(DISTINCT activity_id) FROM score_entries WHERE version = 0"))
-    finally:
-        await conn.close()
 
 
 async def post_events(base: str, key: str, lead_ids: list[uuid.UUID], count: int, url: str,
@@ -273,8 +263,6 @@ def measure_end_to_end(events: int, workers: int, timeout: float, per_request: i
 
 async def committed_activities(url: str, lead_ids: list[uuid.UUID], count: int) -> None:
     """`count` page views with their lead.activity events, as intake commits them (COPY)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
 
     from core.ids import new_id
 
@@ -288,15 +276,11 @@ async def committed_activities(url: str, lead_ids: list[uuid.UUID], count: int) 
         events.append((new_id(), "lead.activity", json.dumps({
             "lead_id": str(lead_id), "activity_id": str(activity_id), "type": "page_view",
         }), now))
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        async with conn.transaction():
-            await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
-                                             records=activities)
-            await conn.copy_records_to_table("outbox_events", columns=["id", "name", "payload", "created_at"],
-                                             records=events)
-    finally:
-        await conn.close()
+    async with pg_connection(url) as conn, conn.transaction():
+        await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
+                                         records=activities)
+        await conn.copy_records_to_table("outbox_events", columns=["id", "name", "payload", "created_at"],
+                                         records=events)
 
 
 async def wait_scored(url: str, count: int, wait_seconds: float) -> tuple[int, float]:
@@ -321,13 +305,10 @@ def measure_handlers(events: int, workers: int, timeout: float) -> dict[str, Any
 
 
 async def synthetic(url: str, leads: int) -> None:
-    import asyncpg
     from _synthetic import world
-    from sqlalchemy.engine import make_url
 
     lead_rows, activity_rows = world(leads)
-    conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
+    async with pg_connection(url) as conn:
         await conn.copy_records_to_table("leads", columns=[
             "id", "email", "job_title", "company_size", "source_channel", "customer_status", "custom", "created_at",
             "updated_at",
@@ -335,8 +316,6 @@ async def synthetic(url: str, leads: int) -> None:
         await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
                                          records=activity_rows)
         await conn.execute("ANALYZE")
-    finally:
-        await conn.close()
 
 
 async def score_and_train(url: str) -> dict[str, Any]:
