@@ -242,10 +242,3 @@ async def explain(session: AsyncSession, lead_id: uuid.UUID) -> dict[str, Any]:
             for c in changes
         ],
     }
-
-
-async def rescore_progress(session: AsyncSession, version: int) -> RuleSetVersion:
-    row = await session.scalar(select(RuleSetVersion).where(RuleSetVersion.version == version))
-    if row is None:
-        raise NotFound(f"no rule set version {version}", field="version")
-    return row
