@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, MetaData, Select, Table, event, insert, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import JSON, DateTime, MetaData, Select, Table, any_, bindparam, event, insert, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
@@ -99,7 +100,14 @@ def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # Plans per execution, not the generic plan PostgreSQL settles on after five runs of a prepared
+    # statement: for `id IN (…)` over a batch's ids the generic plan walks a whole index (measured:
+    # 4–7 ms instead of 0.5–0.8 ms per statement on the scoring path).
+    settings = {"plan_cache_mode": "force_custom_plan"}
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                 connect_args={"server_settings": settings})
+    engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
@@ -167,6 +175,15 @@ def skip_locked(query: SelectT, session: AsyncSession) -> SelectT:
     if session.get_bind().dialect.name != "postgresql":
         return query
     return query.with_for_update(skip_locked=True)
+
+
+def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`. On PostgreSQL `column = ANY(:array)`: one statement text whatever the
+    count, so the driver's prepared statement is reused and nothing is re-rendered per call (an
+    IN list is a new text for every length). For the hot paths that take a batch's ids."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
 def insert_ignore(session: AsyncSession, table: Table) -> Any:

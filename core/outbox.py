@@ -48,10 +48,9 @@ class HandledEvent(Base):
 
     __tablename__ = "handled_events"
 
+    # event first: the key serves the cascade from outbox_events too (no second index to keep up)
+    event_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("outbox_events.id", ondelete="CASCADE"), primary_key=True)
     handler: Mapped[str] = mapped_column(String(100), primary_key=True)
-    event_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("outbox_events.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
     handled_at: Mapped[datetime] = mapped_column(default=clock.now)
 
 

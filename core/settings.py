@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     )
     worker_concurrency: int = Field(default=20, description="Jobs one `nurture worker` runs at once")
     events_per_job: int = Field(
-        default=50, ge=1, description="Most events handled together in one job (and one transaction when all succeed)"
+        default=200, ge=1, description="Most events handled together in one job (and one transaction when all succeed)"
     )
     job_timeout: int = Field(default=120, description="Seconds a job may run; a dead worker's job restarts after it")
     job_max_tries: int = Field(default=5, description="Tries of an event handler before it goes to the dead letters")

@@ -70,7 +70,6 @@ class ScoreEntry(IdMixin, Base):
 
     __table_args__ = (
         Index("ix_score_entries_lead", "lead_id", "version", "occurred_at"),
-        Index("ix_score_entries_rule", "lead_id", "version", "rule", "occurred_at"),
         Index("ix_score_entries_activity", "activity_id", "version"),
     )
 

@@ -18,7 +18,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import insert_ignore, lock_keys, upsert
+from core.db import insert_ignore, lock_keys, one_of, upsert
 from core.ids import new_id
 from core.outbox import emit
 from leads.models import Activity, Lead, Touchpoint
@@ -90,10 +90,10 @@ class Work:
 Span = tuple[uuid.UUID, uuid.UUID] | None  # the leads are every live lead with an id in this range
 
 
-def _leads(column: Any, ids: list[uuid.UUID], span: Span) -> Any:
+def _leads(session: AsyncSession, column: Any, ids: list[uuid.UUID], span: Span) -> Any:
     """`column` is one of these leads: by range when the caller has a whole range (a long IN list
     in a prepared statement can get a generic plan that scans the table), else by list."""
-    return column.between(span[0], span[1]) if span is not None else column.in_(ids)
+    return column.between(span[0], span[1]) if span is not None else one_of(session, column, ids)
 
 
 async def take_turns(session: AsyncSession, lead_ids: list[uuid.UUID]) -> None:
@@ -110,33 +110,45 @@ async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid
     ids = sorted(set(lead_ids))
     if not ids:
         return work
-    fresh: list[uuid.UUID] = []
-    if create:
-        have = set(await session.scalars(
-            select(LeadScore.lead_id).where(_leads(LeadScore.lead_id, ids, span), LeadScore.version == ruleset.version)
-        ))
-        if missing := [i for i in ids if i not in have]:
-            now = clock.now()
-            rows = []
-            part = span if len(missing) == len(ids) else None
-            stages = await _stages_elsewhere(session, ruleset, missing, part)
-            for lead_id, profile in (await load_profiles(session, missing, part)).items():
-                fit = ruleset.fit_points(profile)
-                stage, since = stages.get(lead_id, ("subscriber", now))
-                rows.append(Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since).row())
-            if rows:  # a concurrent batch may make some first: theirs stay, and they replayed
-                statement = insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
-                fresh = [row.lead_id for row in await session.execute(statement, rows)]
-    query = select(LeadScore).where(_leads(LeadScore.lead_id, ids, span), LeadScore.version == ruleset.version)
+    await _lock_rows(session, work, ids, span)
+    if create and (missing := [i for i in ids if i not in work.scores]):
+        part = span if len(missing) == len(ids) else None
+        fresh = await _create_rows(session, ruleset, missing, part)
+        if len(fresh) < len(missing):  # a concurrent batch made some first: theirs stay, and they replayed
+            await _lock_rows(session, work, [i for i in missing if i not in fresh])
+        await _lock_rows(session, work, fresh)
+        work.fresh.update(fresh)
+        await replay(session, work, fresh, part if len(fresh) == len(missing) else None)
+    return work
+
+
+async def _lock_rows(session: AsyncSession, work: Work, ids: list[uuid.UUID], span: Span = None) -> None:
+    """Load these leads' rows into `work`, locked until commit (in lead order: no deadlocks)."""
+    if not ids:
+        return
+    query = select(scores_t).where(_leads(session, scores_t.c.lead_id, ids, span),
+                                   scores_t.c.version == work.ruleset.version)
     if session.get_bind().dialect.name == "postgresql":
-        query = query.order_by(LeadScore.lead_id).with_for_update()
-    for row in await session.scalars(query.execution_options(populate_existing=True)):
+        query = query.order_by(scores_t.c.lead_id).with_for_update()
+    for row in await session.execute(query):
         work.scores[row.lead_id] = Score(row.lead_id, row.version, row.points, row.as_of, row.fit_points, row.grade,
                                          row.stage, row.stage_at, row.review_at)
-    if fresh:
-        work.fresh.update(fresh)
-        await replay(session, work, fresh, span if len(fresh) == len(work.scores) else None)
-    return work
+
+
+async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.UUID], span: Span) -> list[uuid.UUID]:
+    """Insert score rows for these leads (graded, at the stage they have elsewhere); returns the
+    leads whose rows this call made."""
+    now = clock.now()
+    stages = await _stages_elsewhere(session, ruleset, ids, span)
+    rows = []
+    for lead_id, profile in (await load_profiles(session, ids, span)).items():
+        fit = ruleset.fit_points(profile)
+        stage, since = stages.get(lead_id, ("subscriber", now))
+        rows.append(Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since).row())
+    if not rows:
+        return []
+    statement = insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
+    return sorted(row.lead_id for row in await session.execute(statement, rows))
 
 
 async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID],
@@ -145,7 +157,7 @@ async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: l
     person set, and where the score had got to, until its own scores move it)."""
     rows = await session.execute(
         select(LeadScore.lead_id, LeadScore.stage, LeadScore.stage_at)
-        .where(_leads(LeadScore.lead_id, lead_ids, span), LeadScore.version != ruleset.version)
+        .where(_leads(session, LeadScore.lead_id, lead_ids, span), LeadScore.version != ruleset.version)
         .order_by(LeadScore.version)
     )
     return {row.lead_id: (row.stage, row.stage_at) for row in rows}
@@ -156,7 +168,7 @@ async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID],
     columns = [getattr(Lead, name) for name in PROFILE]
     rows = await session.execute(
         select(Lead.id, *columns)
-        .where(_leads(Lead.id, lead_ids, span), *live_leads())
+        .where(_leads(session, Lead.id, lead_ids, span), *live_leads())
     )
     return {row.id: {name: getattr(row, name) for name in PROFILE} for row in rows}
 
@@ -166,7 +178,8 @@ def _activities() -> Any:
     # the (type, occurred_at) index over every lead's activities instead of these leads' few
     return (
         select(Activity.id, Activity.lead_id, Activity.type, Activity.data, Activity.occurred_at,
-               Touchpoint.source, Touchpoint.medium, Touchpoint.campaign)
+               Touchpoint.source, Touchpoint.medium, Touchpoint.campaign, Lead.email)
+        .join(Lead, Lead.id == Activity.lead_id)
         .outerjoin(Touchpoint, Touchpoint.id == Activity.touchpoint_id)
     )
 
@@ -175,9 +188,9 @@ def _in_order(rows: Any) -> list[Any]:
     return sorted(rows, key=lambda row: (row.occurred_at, row.id))
 
 
-def _facts(row: Any, email: str | None) -> Facts:
+def _facts(row: Any) -> Facts:
     utm = {k: v for k, v in (("source", row.source), ("medium", row.medium), ("campaign", row.campaign)) if v}
-    return Facts.of(row.type, row.occurred_at, row.data or {}, email, utm)
+    return Facts.of(row.type, row.occurred_at, row.data or {}, row.email, utm)
 
 
 # --- scoring ---------------------------------------------------------------------------------------
@@ -188,12 +201,12 @@ async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID], s
     returns the activities read."""
     ruleset = work.ruleset
     rows = _in_order(await session.execute(
-        _activities().where(_leads(Activity.lead_id, lead_ids, span), Activity.type.in_(list(ruleset.by_activity)))
+        _activities().where(_leads(session, Activity.lead_id, lead_ids, span),
+                            Activity.type.in_(list(ruleset.by_activity)))
     ))
-    emails = {lead_id: p["email"] for lead_id, p in (await load_profiles(session, lead_ids, span)).items()}
     for row in rows:
         if (score := work.scores.get(row.lead_id)) is not None:
-            score_activity(work, score, _facts(row, emails.get(row.lead_id)), row.id)
+            score_activity(work, score, _facts(row), row.id)
     return len(rows)
 
 
@@ -202,7 +215,7 @@ async def apply_activities(session: AsyncSession, ruleset: Ruleset, activity_ids
     """Score these activities under `ruleset` (those it has not scored yet). `create` is for the
     live rule set; one being rolled out only keeps the rows its rescore made current (quietly)."""
     rows = _in_order(await session.execute(
-        _activities().where(Activity.id.in_(activity_ids), Activity.lead_id.is_not(None),
+        _activities().where(one_of(session, Activity.id, activity_ids), Activity.lead_id.is_not(None),
                             Activity.type.in_(list(ruleset.by_activity)))
     ))
     if not rows:
@@ -212,15 +225,14 @@ async def apply_activities(session: AsyncSession, ruleset: Ruleset, activity_ids
         await take_turns(session, lead_ids)
     work = await open_work(session, ruleset, lead_ids, create)
     done = work.scored | set(await session.scalars(
-        select(ScoreEntry.activity_id).where(ScoreEntry.activity_id.in_([row.id for row in rows]),
+        select(ScoreEntry.activity_id).where(one_of(session, ScoreEntry.activity_id, [row.id for row in rows]),
                                              ScoreEntry.version == ruleset.version)
     ))
     rows = [row for row in rows if row.id not in done and row.lead_id in work.scores]
     if rows:
         work.given.update(await _given_in_periods(session, ruleset, rows))
-        emails = {lead_id: p["email"] for lead_id, p in (await load_profiles(session, lead_ids)).items()}
         for row in rows:
-            score_activity(work, work.scores[row.lead_id], _facts(row, emails.get(row.lead_id)), row.id)
+            score_activity(work, work.scores[row.lead_id], _facts(row), row.id)
     await settle(session, work, emit_events=create)
     return work
 
@@ -259,7 +271,7 @@ async def _given_in_periods(session: AsyncSession, ruleset: Ruleset, rows: list[
     starts = {period_start(cap.per, row.occurred_at) for row in rows for cap in caps.values()}
     found = await session.execute(
         select(ScoreCap.lead_id, ScoreCap.rule, ScoreCap.period_start, ScoreCap.given).where(
-            ScoreCap.lead_id.in_(list({row.lead_id for row in rows})), ScoreCap.version == ruleset.version,
+            one_of(session, ScoreCap.lead_id, list({row.lead_id for row in rows})), ScoreCap.version == ruleset.version,
             ScoreCap.rule.in_(list(caps)), ScoreCap.period_start.in_(list(starts)),
         )
     )
@@ -337,7 +349,8 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
             update(scores_t)
             .where(scores_t.c.lead_id == bindparam("b_lead"), scores_t.c.version == bindparam("b_version"))
             .values({name: bindparam(name) for name in columns}),
-            [{**score.row(), "b_lead": score.lead_id, "b_version": score.version} for score in touched],
+            [{name: value for name, value in score.row().items() if name in columns}
+             | {"b_lead": score.lead_id, "b_version": score.version} for score in touched],
         )
         for score in touched:
             score.changed = False

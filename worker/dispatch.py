@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from arq import Retry
-from sqlalchemy import Row, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Database, insert_ignore
+from core.db import Database, insert_ignore, one_of
 from core.events import BatchFunction, Event, Handler
 from core.logging import get_logger
 from core.metrics import EVENT_LAG, EVENTS_DEAD, EVENTS_FAILED, EVENTS_HANDLED
-from core.outbox import FailedEvent, OutboxEvent, handled_t, outbox_t
+from core.outbox import FailedEvent, handled_t, outbox_t
 from worker.registry import Registry
 
 log = get_logger("worker.dispatch")
@@ -72,16 +72,15 @@ class Dispatcher:
             raise Retry(defer=backoff(attempt, self.retry_seconds))
 
     async def _load(self, event_ids: Sequence[uuid.UUID], session: AsyncSession | None = None) -> list[Event]:
-        query = (
-            select(OutboxEvent.id, OutboxEvent.name, OutboxEvent.payload, OutboxEvent.created_at)
-            .where(OutboxEvent.id.in_(event_ids), OutboxEvent.done_at.is_(None))
-            .order_by(OutboxEvent.created_at, OutboxEvent.id)
-        )
-        if session is not None:
-            rows: Sequence[Row[Any]] = (await session.execute(query)).all()
-        else:
+        if session is None:
             async with self.db.sessions() as own:
-                rows = (await own.execute(query)).all()
+                return await self._load(event_ids, own)
+        query = (
+            select(outbox_t.c.id, outbox_t.c.name, outbox_t.c.payload, outbox_t.c.created_at)
+            .where(one_of(session, outbox_t.c.id, event_ids), outbox_t.c.done_at.is_(None))
+            .order_by(outbox_t.c.created_at, outbox_t.c.id)
+        )
+        rows = (await session.execute(query)).all()
         events = [Event(id=row.id, name=row.name, payload=row.payload, created_at=row.created_at) for row in rows]
         now = clock.now()
         for event in events:
@@ -173,7 +172,7 @@ async def _claim(session: AsyncSession, pairs: Sequence[tuple[uuid.UUID, str]]) 
 
 
 async def _mark_done(session: AsyncSession, event_ids: Sequence[uuid.UUID]) -> None:
-    await session.execute(update(outbox_t).where(outbox_t.c.id.in_(event_ids)).values(done_at=clock.now()))
+    await session.execute(update(outbox_t).where(one_of(session, outbox_t.c.id, event_ids)).values(done_at=clock.now()))
 
 
 async def dispatch_job(ctx: dict[str, Any], event_ids: list[str]) -> None:
