@@ -36,4 +36,6 @@ def advance(delta: timedelta) -> None:
 
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes (as SQLite returns them) are UTC."""
+    if value.tzinfo is UTC:  # PostgreSQL's, as asyncpg returns them
+        return value
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import core.auth  # noqa: F401  (Lead.owner_id refers to the users table)
@@ -273,3 +273,13 @@ class ImportRun(IdMixin, Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column(default=clock.now)
     finished_at: Mapped[datetime | None]
+
+
+# The tables, for set-based reads and writes in Core (batches, scoring)
+leads_t = cast(Table, Lead.__table__)
+tags_t = cast(Table, LeadTag.__table__)
+aliases_t = cast(Table, LeadAlias.__table__)
+touchpoints_t = cast(Table, Touchpoint.__table__)
+activities_t = cast(Table, Activity.__table__)
+consents_t = cast(Table, Consent.__table__)
+visitors_t = cast(Table, Visitor.__table__)

@@ -60,7 +60,9 @@ class ScoreEntry(IdMixin, Base):
 
     lead_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
     version: Mapped[int]
-    activity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("activities.id", ondelete="SET NULL"))
+    # no foreign key: activities go only with their lead (and the lead's entries with it), and the
+    # check would cost as much as the rest of a rescore's COPY of millions of entries
+    activity_id: Mapped[uuid.UUID | None]
     activity_type: Mapped[str] = mapped_column(String(50))
     rule: Mapped[str] = mapped_column(String(64))
     points: Mapped[float] = mapped_column(Float)

@@ -185,9 +185,9 @@ class RuleSetIn(BaseModel):
 # --- what the worker runs ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Facts:
-    """An activity as the rules see it."""
+    """An activity as the rules see it (built once per activity scored: kept lean)."""
 
     type: str
     occurred_at: datetime
@@ -204,17 +204,16 @@ class Facts:
     def of(cls, type_: str, occurred_at: datetime, data: dict[str, Any], email: str | None,
            utm: dict[str, str] | None = None) -> Facts:
         url = data.get("url")
-        path = urlsplit(url).path or "/" if isinstance(url, str) and url else None
-        properties = data.get("properties") if isinstance(data.get("properties"), dict) else {}
-        duration = data.get("duration")
-        machine = data.get("machine")
+        form, link_tag, duration, properties = (data.get(k) for k in ("form", "link_tag", "duration", "properties"))
+        raw_utm, machine = data.get("utm"), data.get("machine")
         return cls(
-            type=type_, occurred_at=occurred_at, path=path,
-            form=data.get("form") if isinstance(data.get("form"), str) else None,
-            link_tag=data.get("link_tag") if isinstance(data.get("link_tag"), str) else None,
+            type_, occurred_at,
+            path=urlsplit(url).path or "/" if isinstance(url, str) and url else None,
+            form=form if isinstance(form, str) else None,
+            link_tag=link_tag if isinstance(link_tag, str) else None,
             duration=float(duration) if isinstance(duration, int | float) else None,
-            properties=properties or {},
-            utm={**(raw_utm if isinstance(raw_utm := data.get("utm"), dict) else {}), **(utm or {})},
+            properties=properties if isinstance(properties, dict) else {},
+            utm={**raw_utm, **(utm or {})} if isinstance(raw_utm, dict) else utm or {},
             email_domain=email.rsplit("@", 1)[-1].lower() if email and "@" in email else None,
             machine=(machine if isinstance(machine, str) else "machine") if machine else None,
         )
@@ -339,6 +338,13 @@ def decayed(points: float, as_of: datetime, at: datetime, half_life: timedelta) 
 
 
 EVER = datetime(1970, 1, 1, tzinfo=UTC)  # the one period of a rule capped "ever"
+# Cap counters are kept for periods that began within this span (and for "ever"): an activity
+# older than that, arriving late, is capped afresh in its period.
+CAP_KEPT = timedelta(days=40)
+
+
+def cap_kept(start: datetime, now: datetime) -> bool:
+    return start == EVER or start > now - CAP_KEPT
 
 
 def period_start(period: Period, at: datetime) -> datetime:

@@ -12,19 +12,20 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import insert_ignore, lock_keys, one_of, upsert
+from core.db import driver_connection, insert_ignore, lock_keys, one_of, upsert
 from core.ids import new_id
 from core.outbox import emit
-from leads.models import Activity, Lead, Touchpoint
+from leads.models import Lead, activities_t, leads_t, touchpoints_t
 from leads.search import live_leads
 from scoring.models import LeadScore, ScoreCap, ScoreEntry, StageChange
-from scoring.rules import Facts, Ruleset, capped, decayed, demotion_at, next_stage, period_start
+from scoring.rules import Facts, Ruleset, cap_kept, capped, decayed, demotion_at, next_stage, period_start
 
 scores_t = cast(Table, LeadScore.__table__)
 entries_t = cast(Table, ScoreEntry.__table__)
@@ -113,12 +114,12 @@ async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid
     await _lock_rows(session, work, ids, span)
     if create and (missing := [i for i in ids if i not in work.scores]):
         part = span if len(missing) == len(ids) else None
-        fresh = await _create_rows(session, ruleset, missing, part)
-        if len(fresh) < len(missing):  # a concurrent batch made some first: theirs stay, and they replayed
-            await _lock_rows(session, work, [i for i in missing if i not in fresh])
-        await _lock_rows(session, work, fresh)
-        work.fresh.update(fresh)
-        await replay(session, work, fresh, part if len(fresh) == len(missing) else None)
+        made = await _create_rows(session, ruleset, missing, part)
+        if len(made) < len(missing):  # a concurrent batch made some first: theirs stay, and they replayed
+            await _lock_rows(session, work, [i for i in missing if i not in made])
+        work.scores.update(made)
+        work.fresh.update(made)
+        await replay(session, work, sorted(made), part if len(made) == len(missing) else None)
     return work
 
 
@@ -135,20 +136,22 @@ async def _lock_rows(session: AsyncSession, work: Work, ids: list[uuid.UUID], sp
                                          row.stage, row.stage_at, row.review_at)
 
 
-async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.UUID], span: Span) -> list[uuid.UUID]:
+async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.UUID],
+                       span: Span) -> dict[uuid.UUID, Score]:
     """Insert score rows for these leads (graded, at the stage they have elsewhere); returns the
-    leads whose rows this call made."""
+    rows this call made (locked: they are this transaction's until commit)."""
     now = clock.now()
     stages = await _stages_elsewhere(session, ruleset, ids, span)
-    rows = []
+    scores = {}
     for lead_id, profile in (await load_profiles(session, ids, span)).items():
         fit = ruleset.fit_points(profile)
         stage, since = stages.get(lead_id, ("subscriber", now))
-        rows.append(Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since).row())
-    if not rows:
-        return []
+        scores[lead_id] = Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since)
+    if not scores:
+        return {}
     statement = insert_ignore(session, scores_t).returning(scores_t.c.lead_id)
-    return sorted(row.lead_id for row in await session.execute(statement, rows))
+    made = await session.execute(statement, [score.row() for score in scores.values()])
+    return {row.lead_id: scores[row.lead_id] for row in made}
 
 
 async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID],
@@ -177,19 +180,22 @@ def _activities() -> Any:
     # sorted here, not by the database: an ORDER BY occurred_at tempts the planner into walking
     # the (type, occurred_at) index over every lead's activities instead of these leads' few
     return (
-        select(Activity.id, Activity.lead_id, Activity.type, Activity.data, Activity.occurred_at,
-               Touchpoint.source, Touchpoint.medium, Touchpoint.campaign, Lead.email)
-        .join(Lead, Lead.id == Activity.lead_id)
-        .outerjoin(Touchpoint, Touchpoint.id == Activity.touchpoint_id)
+        select(activities_t.c.id, activities_t.c.lead_id, activities_t.c.type, activities_t.c.data,
+               activities_t.c.occurred_at, touchpoints_t.c.source, touchpoints_t.c.medium, touchpoints_t.c.campaign,
+               leads_t.c.email)
+        .join(leads_t, leads_t.c.id == activities_t.c.lead_id)
+        .outerjoin(touchpoints_t, touchpoints_t.c.id == activities_t.c.touchpoint_id)
     )
 
 
 def _in_order(rows: Any) -> list[Any]:
-    return sorted(rows, key=lambda row: (row.occurred_at, row.id))
+    return sorted(rows, key=attrgetter("occurred_at", "id"))
 
 
 def _facts(row: Any) -> Facts:
-    utm = {k: v for k, v in (("source", row.source), ("medium", row.medium), ("campaign", row.campaign)) if v}
+    utm = None
+    if row.source or row.medium or row.campaign:
+        utm = {k: v for k, v in (("source", row.source), ("medium", row.medium), ("campaign", row.campaign)) if v}
     return Facts.of(row.type, row.occurred_at, row.data or {}, row.email, utm)
 
 
@@ -201,8 +207,8 @@ async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID], s
     returns the activities read."""
     ruleset = work.ruleset
     rows = _in_order(await session.execute(
-        _activities().where(_leads(session, Activity.lead_id, lead_ids, span),
-                            Activity.type.in_(list(ruleset.by_activity)))
+        _activities().where(_leads(session, activities_t.c.lead_id, lead_ids, span),
+                            activities_t.c.type.in_(list(ruleset.by_activity)))
     ))
     for row in rows:
         if (score := work.scores.get(row.lead_id)) is not None:
@@ -215,8 +221,8 @@ async def apply_activities(session: AsyncSession, ruleset: Ruleset, activity_ids
     """Score these activities under `ruleset` (those it has not scored yet). `create` is for the
     live rule set; one being rolled out only keeps the rows its rescore made current (quietly)."""
     rows = _in_order(await session.execute(
-        _activities().where(one_of(session, Activity.id, activity_ids), Activity.lead_id.is_not(None),
-                            Activity.type.in_(list(ruleset.by_activity)))
+        _activities().where(one_of(session, activities_t.c.id, activity_ids),
+                            activities_t.c.type.in_(list(ruleset.by_activity)))
     ))
     if not rows:
         return Work(ruleset)
@@ -324,20 +330,20 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
             if target is None:
                 break
             await change_stage(session, work, score, target, reason, now, emit_events)
-    if work.entries:
-        await _write_entries(session, work.entries)
-        work.entries = []
+    await _write_rows(session, entries_t, work.entries)
+    work.entries = []
     if work.changes:
         await session.execute(insert(changes_t), work.changes)
         work.changes = []
-    if work.capped:
-        statement = upsert(session, caps_t, ["lead_id", "version", "rule", "period_start"], "given")
-        await session.execute(statement, [
-            {"lead_id": lead_id, "version": ruleset.version, "rule": rule, "period_start": start,
-             "given": work.given[(lead_id, rule, start)]}
-            for lead_id, rule, start in sorted(work.capped)
-        ])
-        work.capped = set()
+    if kept := sorted(key for key in work.capped if cap_kept(key[2], now)):
+        counters = [{"lead_id": lead_id, "version": ruleset.version, "rule": rule, "period_start": start,
+                     "given": work.given[(lead_id, rule, start)]} for lead_id, rule, start in kept]
+        # a row this batch made has no counters yet (they go with their row): plain inserts
+        await _write_rows(session, caps_t, [c for c in counters if c["lead_id"] in work.fresh])
+        if older := [c for c in counters if c["lead_id"] not in work.fresh]:
+            statement = upsert(session, caps_t, ["lead_id", "version", "rule", "period_start"], "given")
+            await session.execute(statement, older)
+    work.capped = set()
     touched = [score for score in work.scores.values() if score.changed]
     for score in touched:
         score.review_at = (
@@ -356,20 +362,16 @@ async def settle(session: AsyncSession, work: Work, reason: str = "score", emit_
             score.changed = False
 
 
-ENTRY_COLUMNS = ("id", "lead_id", "version", "activity_id", "activity_type", "rule", "points", "score_after",
-                 "occurred_at", "note")
-
-
-async def _write_entries(session: AsyncSession, entries: list[dict[str, Any]]) -> None:
-    """Many entries (a rescore) go by COPY on PostgreSQL, in the session's transaction."""
-    if len(entries) < 500 or session.get_bind().dialect.name != "postgresql":
-        await session.execute(insert(entries_t), entries)
+async def _write_rows(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert new rows; many (a rescore's) go by COPY on PostgreSQL, in the session's transaction."""
+    if not rows:
         return
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    driver: Any = raw.driver_connection
-    await driver.copy_records_to_table(
-        "score_entries", columns=ENTRY_COLUMNS, records=[tuple(e[c] for c in ENTRY_COLUMNS) for e in entries],
+    if len(rows) < 500 or session.get_bind().dialect.name != "postgresql":
+        await session.execute(insert(table), rows)
+        return
+    columns = list(rows[0])
+    await (await driver_connection(session)).copy_records_to_table(
+        table.name, columns=columns, records=[tuple(row[c] for c in columns) for row in rows],
     )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -20,7 +19,7 @@ from core.outbox import emit
 from leads.models import Lead
 from leads.search import live_leads
 from scoring.models import LeadScore, RuleSetVersion, ScoreEntry, StageChange
-from scoring.rules import EVER, STAGES, RuleSetIn
+from scoring.rules import CAP_KEPT, EVER, STAGES, RuleSetIn
 from scoring.rulesets import BUILDING, LIVE, RETIRED, active_rulesets, compile_ruleset, live_ruleset
 from scoring.scores import Score, Work, caps_t, change_stage, entries_t, open_work, scores_t, settle, take_turns
 
@@ -184,7 +183,7 @@ async def demote_faded(session: AsyncSession, limit: int) -> int:
         work = await open_work(session, ruleset, due)
         await settle(session, work, reason="score faded")
     # cap counters of periods long over are of no use any more
-    await session.execute(delete(caps_t).where(caps_t.c.period_start < clock.now() - timedelta(days=40),
+    await session.execute(delete(caps_t).where(caps_t.c.period_start <= clock.now() - CAP_KEPT,
                                                caps_t.c.period_start > EVER))
     return len(due)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import JSON, Select, Table, and_, any_, bindparam, insert, literal_column, or_, select, text, update
 from sqlalchemy.dialects import postgresql
@@ -22,19 +22,20 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Base, JSONType, lock_key_id
+from core.db import Base, JSONType, driver_connection, lock_key_id
 from core.ids import new_id
 from core.outbox import outbox_t
-from leads.models import Activity, Channel, Consent, Lead, LeadAlias, LeadTag, Touchpoint, Visitor
+from leads.models import (
+    Channel,
+    activities_t,
+    aliases_t,
+    consents_t,
+    leads_t,
+    tags_t,
+    touchpoints_t,
+    visitors_t,
+)
 from leads.schemas import PROFILE_FIELDS
-
-leads_t = cast(Table, Lead.__table__)
-tags_t = cast(Table, LeadTag.__table__)
-aliases_t = cast(Table, LeadAlias.__table__)
-touchpoints_t = cast(Table, Touchpoint.__table__)
-activities_t = cast(Table, Activity.__table__)
-consents_t = cast(Table, Consent.__table__)
-visitors_t = cast(Table, Visitor.__table__)
 
 
 @dataclass(eq=False, slots=True)
@@ -285,23 +286,8 @@ async def _fetch(session: AsyncSession, name: str, **params: Any) -> Sequence[An
     if session.get_bind().dialect.name != "postgresql":
         return (await session.execute(_reads(False)[name], params)).all()
     sql, order = _postgresql_sql(name)
-    driver = await _driver(session)
+    driver = await driver_connection(session)
     return await driver.fetch(sql, *(params[key] for key in order))  # type: ignore[no-any-return]
-
-
-async def _driver(session: AsyncSession) -> Any:
-    """The asyncpg connection under the session, inside the session's transaction."""
-    connection = await session.connection()
-    raw = await connection.get_raw_connection()
-    return raw.driver_connection
-
-
-def one_of(session: AsyncSession, column: Any, values: list[Any]) -> Any:
-    """`column IN (…)`; on PostgreSQL `= ANY(array)`, one parameter instead of thousands (the
-    expanding IN costs more to compile than to run at batch size)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
-    return column.in_(values)
 
 
 async def write_batch(session: AsyncSession, leads: list[BatchLead], rows: BatchRows, now: datetime) -> None:
@@ -383,7 +369,7 @@ async def insert_rows(session: AsyncSession, tables: list[tuple[Table, list[dict
             if _is_json(table.c[name]):
                 values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
             args.append(values)
-    await (await _driver(session)).execute(_unnest_insert(shape), *args)
+    await (await driver_connection(session)).execute(_unnest_insert(shape), *args)
 
 
 def _is_json(column: Any) -> bool:

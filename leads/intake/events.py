@@ -19,9 +19,8 @@ from core.db import lock_keys
 from core.errors import Conflict, Forbidden, Invalid, NurtureError
 from core.ids import new_id
 from core.outbox import emit, emit_many
-from leads.intake.batch import activities_t, touchpoints_t
 from leads.intake.submissions import VISITOR_ID
-from leads.models import Activity, Channel, Lead, Touchpoint, Visitor
+from leads.models import Activity, Channel, Lead, Touchpoint, Visitor, activities_t, touchpoints_t
 from leads.privacy import find_erased
 from leads.schemas import normalize_email
 from leads.service import Origin, find_lead, get_lead, record_intake

@@ -18,20 +18,19 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
+from core.db import one_of
 from core.ids import new_id
 from leads.intake.batch import (
     BatchLead,
     BatchRows,
     LeadBook,
     begin_batch,
-    leads_t,
     load_book,
     merge,
-    one_of,
     write_batch,
 )
 from leads.intake.import_rows import ImportOptions, ImportRow, RowError
-from leads.models import Channel
+from leads.models import Channel, leads_t
 from leads.privacy import identity_hash
 
 ACTIVITY = "imported"

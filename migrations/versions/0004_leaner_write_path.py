@@ -1,5 +1,5 @@
 """leaner write path: handled_events keyed (event_id, handler) without a second index; score
-entries lose an index nothing reads
+entries lose an index nothing reads and the foreign key to activities (they go with their lead)
 
 Revision ID: 0004
 Revises: 0003
@@ -25,10 +25,13 @@ def upgrade() -> None:
         batch_op.create_primary_key(batch_op.f('pk_handled_events'), ['event_id', 'handler'])
     with op.batch_alter_table('score_entries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_score_entries_rule'))
+        batch_op.drop_constraint(batch_op.f('fk_score_entries_activity_id_activities'), type_='foreignkey')
 
 
 def downgrade() -> None:
     with op.batch_alter_table('score_entries', schema=None) as batch_op:
+        batch_op.create_foreign_key(batch_op.f('fk_score_entries_activity_id_activities'), 'activities',
+                                    ['activity_id'], ['id'], ondelete='SET NULL')
         batch_op.create_index(batch_op.f('ix_score_entries_rule'), ['lead_id', 'version', 'rule', 'occurred_at'],
                               unique=False)
     with op.batch_alter_table('handled_events', schema=None) as batch_op:
