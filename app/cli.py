@@ -431,6 +431,33 @@ def import_leads(
     raise typer.Exit(1 if run.failed else 0)
 
 
+@cli.command("bounce-classify")
+def bounce_classify(
+    files: list[str] = typer.Argument(..., metavar="FILE...", help="Raw messages (.eml): bounces, complaints, replies"),
+) -> None:
+    """Classify returned mail: one JSON line per recipient (file, recipient, status, reply_code, reason,
+    hard). Exit 1 when a file cannot be read (the others are still classified)."""
+    import json
+
+    from channels.email.bounces import classify
+
+    unreadable = False
+    for name in files:
+        try:
+            raw = Path(name).read_bytes()
+        except OSError as exc:
+            typer.echo(f"error: cannot read {name}: {exc.strerror}", err=True)
+            unreadable = True
+            continue
+        for r in classify(raw).recipients:
+            typer.echo(json.dumps({
+                "file": name, "recipient": r.recipient, "status": r.status, "reply_code": r.reply_code,
+                "reason": r.reason, "hard": r.hard,
+            }, ensure_ascii=False))
+    if unreadable:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         cli()

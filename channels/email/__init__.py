@@ -1,0 +1,1 @@
+"""The email channel: reading what mail systems send back about our messages."""
