@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             set_nudge(RedisNudge(app.state.queue))  # the relay hears of each commit at once
         settle_gc()
         yield
-        if (batcher := getattr(app.state, "form_batcher", None)) is not None:
-            await batcher.close()  # the posts already accepted are committed before the pool closes
+        for name in ("form_batcher", "event_writer"):  # what was accepted commits before the pool closes
+            if (writer := getattr(app.state, name, None)) is not None:
+                await writer.close()
         if (queue := getattr(app.state, "queue", None)) is not None:
             from core.outbox import set_nudge
 

@@ -265,3 +265,41 @@ async def test_a_server_posts_events_in_batches_all_or_none(client: Any, admin_h
     assert len(newcomer.json()["items"]) == 1
     anonymous = await client.post("/v1/events/batch", json={"events": [good]})
     assert anonymous.status_code == 401
+
+
+async def test_events_posted_at_once_share_transactions_and_a_bad_one_fails_alone(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    """Single events that arrive together are committed together (group commit); each request
+    still gets its own answer, and an event for an unknown lead spoils nobody else's."""
+    import asyncio
+
+    from core.metrics import INTAKE_BATCH
+
+    await make_form(client, admin_headers)
+    lead_id = (await client.post("/v1/forms/contact/submit", json={**GOOD, "_vid": VID})).json()["lead_id"]
+    writer = {"authorization": f"Bearer {await make_key(db, 'leads:write')}"}
+    def batches() -> tuple[float, float]:  # (transactions, events in them) of the event writer so far
+        samples = {s.name: s.value for m in INTAKE_BATCH.collect() for s in m.samples
+                   if s.labels.get("channel") == "event" and s.name.endswith(("_count", "_sum"))}
+        return (next((v for k, v in samples.items() if k.endswith("_count")), 0.0),
+                next((v for k, v in samples.items() if k.endswith("_sum")), 0.0))
+
+    before = batches()
+    posts = [client.post("/v1/events", json={"type": "download", "lead_id": lead_id,
+                                             "properties": {"n": i}}, headers=writer) for i in range(30)]
+    posts += [client.post("/v1/events", json=page_view(url=f"https://example.ru/p/{i}")) for i in range(30)]
+    posts.insert(17, client.post("/v1/events", headers=writer,
+                                 json={"type": "download", "lead_id": "00000000-0000-0000-0000-000000000000"}))
+    answers = await asyncio.gather(*posts)
+    assert [r.status_code for r in answers].count(202) == 60
+    assert answers[17].status_code == 404 and answers[17].json()["error"]["field"] == "lead_id"
+    stored = await activities(db)
+    assert sorted(a.data["properties"]["n"] for a in stored if a.type == "download") == list(range(30))
+    assert len({a.data["url"] for a in stored if a.type == "page_view"}) == 30
+    assert {str(a.lead_id) for a in stored} == {lead_id}
+    async with db.sessions() as session:
+        events = list(await session.scalars(select(OutboxEvent).where(OutboxEvent.name == "lead.activity")))
+    assert len(events) == 61  # the form's and the sixty events'
+    transactions, grouped = (after - was for after, was in zip(batches(), before, strict=True))
+    assert 0 < transactions < grouped  # fewer commits than events: they were grouped

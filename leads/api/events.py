@@ -16,7 +16,7 @@ from core.ratelimit import retry_after, window_for
 from core.text import check_text
 from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
 from leads.intake import invalid_from
-from leads.intake.events import EventBatchIn, EventIn, record_event, record_events
+from leads.intake.events import EventBatchIn, EventIn, PostedEvent, event_writer, record_events
 
 router = APIRouter(tags=["events"])
 
@@ -33,7 +33,7 @@ Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 
 
 @router.post("/v1/events", status_code=202, response_model=None)
-async def post_event(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+async def post_event(request: Request, settings: SettingsDep) -> Response:
     """Store a page view / download / custom event.
 
     Without an API key: the tracker's events for a visitor id, of type page_view, download or
@@ -57,10 +57,8 @@ async def post_event(request: Request, session: SessionDep, settings: SettingsDe
         except ValidationError as exc:
             raise invalid_from(exc) from None
         check_text(data)
-        await record_event(session, event, ip, trusted, settings.signing_keys())
-        await session.commit()
+        await event_writer(request.app.state).write(PostedEvent(event, ip, trusted, settings.signing_keys()))
     except NurtureError as exc:
-        await session.rollback()
         headers = {**CORS, **(retry_after(exc) if isinstance(exc, RateLimited) else {})}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
     return JSONResponse({"accepted": True}, status_code=202, headers=CORS)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,8 +16,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import lock_keys
+from core.db import Database, lock_keys
 from core.errors import Conflict, Forbidden, Invalid, NurtureError
+from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.outbox import emit, emit_many
 from leads.intake.submissions import VISITOR_ID
@@ -197,12 +199,32 @@ class EventBatchIn(BaseModel):
     events: list[EventIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
+@dataclass
+class PostedEvent:
+    """One event as posted: who sent it (`trusted`: with an API key) and from where."""
+
+    event: EventIn
+    ip: str | None
+    trusted: bool
+    secrets: list[str]
+
+
 async def record_events(session: AsyncSession, events: list[EventIn], ip: str | None, secrets: list[str]) -> int:
     """Store a server's batch of events (trusted) in the caller's transaction, as `record_event`
-    would one by one; events for a lead id are written together (a few statements for the batch),
-    the rest (email, visitor id, a merged lead) one by one. An error names the event:
-    `events.<i>.<field>`. Returns how many were stored. Never commits."""
-    direct = {e.lead_id for e in events if e.lead_id}
+    would one by one. An error names the event: `events.<i>.<field>`. Returns how many were
+    stored. Never commits."""
+    return sum(await record_posted(session, [PostedEvent(e, ip, True, secrets) for e in events]))
+
+
+async def record_posted(session: AsyncSession, posted: list[PostedEvent]) -> list[bool]:
+    """Store events as `record_event` would one by one, in the caller's transaction: events for a
+    lead id (a server's) are written together (a few statements for the batch), the rest (a
+    tracker's visitor id, an email, a merged lead) one by one. Returns, in order, whether each was
+    stored (an erased person's are dropped). An error names the event: `events.<i>.<field>`."""
+    events = [p.event for p in posted]
+    direct = {p.event.lead_id for p in posted if p.event.lead_id and p.trusted}
+    if len(posted) > 1:  # the visitors' locks, all at once in sorted order: two batches never deadlock
+        await lock_keys(session, *(f"lead:{e.visitor_id}" for e in events if e.visitor_id and e.lead_id not in direct))
     known = {
         row.id: row for row in await session.execute(
             select(Lead.id, Lead.erased_at).where(Lead.id.in_(direct), Lead.merged_into_id.is_(None))
@@ -210,17 +232,16 @@ async def record_events(session: AsyncSession, events: list[EventIn], ip: str | 
     } if direct else {}
     activities: list[dict[str, Any]] = []
     touchpoints: list[dict[str, Any]] = []
-    stored = 0
-    for index, event in enumerate(events):
+    stored = []
+    for index, (event, post) in enumerate(zip(events, posted, strict=True)):
         try:
-            lead = known.get(event.lead_id) if event.lead_id else None
-            if lead is None:  # email, visitor id, a merged or unknown lead: the one-by-one path
-                stored += await record_event(session, event, ip, True, secrets) is not None
+            lead = known.get(event.lead_id) if event.lead_id and post.trusted else None
+            if lead is None:  # visitor id, email, a merged or unknown lead: the one-by-one path
+                stored.append(await record_event(session, event, post.ip, post.trusted, post.secrets) is not None)
                 continue
-            if lead.erased_at is not None:
-                continue
-            activities.append(_row(event, lead.id, ip, touchpoints))
-            stored += 1
+            stored.append(lead.erased_at is None)
+            if lead.erased_at is None:
+                activities.append(_row(event, lead.id, post.ip, touchpoints))
         except NurtureError as exc:
             exc.field = f"events.{index}.{exc.field}" if exc.field else f"events.{index}"
             raise
@@ -249,3 +270,22 @@ def _row(event: EventIn, lead_id: uuid.UUID, ip: str | None, touchpoints: list[d
         })
     return {"id": new_id(), "lead_id": lead_id, "visitor_id": event.visitor_id, "type": event.type,
             "touchpoint_id": touchpoint_id, "data": data, "occurred_at": occurred_at}
+
+
+class EventWriter(GroupCommit[PostedEvent, bool]):
+    """POST /v1/events in groups: each request hears 202 once its event is committed, and the
+    events that arrive meanwhile share the next transaction (core.groupcommit)."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db, Channel.event.value, record_posted, _record_one, max_batch=MAX_BATCH)
+
+
+async def _record_one(session: AsyncSession, post: PostedEvent) -> bool:
+    return await record_event(session, post.event, post.ip, post.trusted, post.secrets) is not None
+
+
+def event_writer(state: Any) -> EventWriter:
+    """The process's event writer (one per application)."""
+    if getattr(state, "event_writer", None) is None:
+        state.event_writer = EventWriter(state.db)
+    return state.event_writer  # type: ignore[no-any-return]

@@ -1,32 +1,21 @@
-"""Form posts recorded in groups (group commit): each post still gets its 201/303 only after the
-transaction holding its lead has committed, but the posts that arrive while one transaction is
-being written share the next one.
-
-One post alone costs a dozen statements and a commit; under load, a hundred posts cost about the
-same number of set-based statements and one commit, so intake keeps up with a traffic spike
-instead of queueing behind the database. With no load a batch is one post and nothing waits.
-
-A batch that fails as a whole (a unique key won by another process, a value the database refuses)
-is not retried as a whole: every post in it is then recorded on its own through `submit_form`,
-so one bad post fails alone and the others are still recorded.
-"""
+"""Form posts recorded in groups (core.groupcommit): each post still gets its 201/303 only after
+the transaction holding its lead has committed, but the posts that arrive while one transaction is
+being written share the next one. A batch that fails as a whole is recorded again post by post
+through `submit_form`, so one bad post fails alone."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import Database
+from core.groupcommit import GroupCommit
 from core.ids import new_id
-from core.logging import get_logger
-from core.metrics import INTAKE_BATCH, INTAKE_BATCH_SECONDS, LEADS_CREATED
+from core.metrics import LEADS_CREATED
 from leads.intake.batch import BatchLead, BatchRows, begin_batch, load_book, merge, stitch, write_batch
 from leads.intake.submissions import FormPost, submit_form
 from leads.models import Channel
@@ -34,8 +23,6 @@ from leads.models import Channel
 MAX_BATCH = 100
 WRITERS = 2  # transactions in flight at once: one is written while the next batch gathers
 ACTIVITY = "form_submitted"
-
-log = get_logger("nurture.forms")
 
 
 class OneByOne(Exception):
@@ -48,83 +35,24 @@ class Recorded:
     created: bool
 
 
-@dataclass
-class _Waiting:
-    post: FormPost
-    done: asyncio.Future[Recorded] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-
-class FormBatcher:
+class FormBatcher(GroupCommit[FormPost, Recorded]):
     """Collects the posts of one process and writes them in as few transactions as the load allows."""
 
     def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
-        self.db = db
-        self.max_batch = max_batch
-        self.writers = writers
-        self.queue: list[_Waiting] = []
-        self.running: set[asyncio.Task[None]] = set()
+        super().__init__(db, Channel.form.value, record_posts, _record_one, max_batch, writers, written=_count)
 
     async def record(self, post: FormPost) -> Recorded:
         """Record the post; returns once it is committed (raises what recording it alone raises)."""
-        waiting = _Waiting(post)
-        self.queue.append(waiting)
-        if len(self.running) < self.writers:
-            writer = asyncio.create_task(self._write_queue())
-            self.running.add(writer)
-            writer.add_done_callback(self.running.discard)
-        # A client that hangs up does not take the others' transaction down with it.
-        return await asyncio.shield(waiting.done)
-
-    async def close(self) -> None:
-        """Wait for the posts already accepted (on shutdown)."""
-        await asyncio.gather(*self.running, return_exceptions=True)
-
-    async def _write_queue(self) -> None:
-        while self.queue:
-            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch:]
-            try:
-                await self._write_batch(batch)
-            except Exception as exc:  # noqa: BLE001 - each post then succeeds or fails on its own
-                if len(batch) > 1:
-                    log.info("form batch failed; recording its posts one by one", posts=len(batch), error=repr(exc))
-                for waiting in batch:
-                    await self._write_alone(waiting)
-
-    async def _write_batch(self, batch: list[_Waiting]) -> None:
-        started = time.perf_counter()
-        async with self.db.sessions() as session:
-            results = await record_posts(session, [w.post for w in batch])
-            await session.commit()
-        INTAKE_BATCH.labels(Channel.form.value).observe(len(batch))
-        INTAKE_BATCH_SECONDS.labels(Channel.form.value).observe(time.perf_counter() - started)
-        for waiting, result in zip(batch, results, strict=True):
-            if result.created:
-                LEADS_CREATED.labels(Channel.form.value).inc()
-            _settle(waiting, result)
-
-    async def _write_alone(self, waiting: _Waiting) -> None:
-        for attempt in range(2):
-            try:
-                async with self.db.sessions() as session:
-                    result = await submit_form(session, waiting.post)
-                    await session.commit()
-                _settle(waiting, Recorded(result.lead.id, result.created))
-                return
-            except IntegrityError as exc:
-                if attempt:  # a concurrent post created the same person first; the retry finds them
-                    _settle(waiting, exc)
-            except Exception as exc:  # noqa: BLE001 - handed to the request that waits for it
-                _settle(waiting, exc)
-                return
+        return await self.write(post)
 
 
-def _settle(waiting: _Waiting, outcome: Recorded | BaseException) -> None:
-    if waiting.done.done():
-        return
-    if isinstance(outcome, BaseException):
-        waiting.done.set_exception(outcome)
-    else:
-        waiting.done.set_result(outcome)
+async def _record_one(session: AsyncSession, post: FormPost) -> Recorded:
+    result = await submit_form(session, post)
+    return Recorded(result.lead.id, result.created)
+
+
+def _count(results: list[Recorded]) -> None:
+    LEADS_CREATED.labels(Channel.form.value).inc(sum(r.created for r in results))
 
 
 async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Recorded]:

@@ -1,0 +1,122 @@
+"""Group commit for intake: each caller still hears back only after the transaction holding its
+item has committed, but the items that arrive while one transaction is being written share the
+next one.
+
+One item alone costs a handful of statements and a commit; under load, a hundred items cost about
+the same number of set-based statements and one commit, so intake keeps up with a spike instead
+of queueing behind the database. With no load a batch is one item and nothing waits.
+
+A batch that fails as a whole (a unique key won by another process, a value the database refuses,
+one bad item) is not retried as a whole: every item in it is then written on its own, so one bad
+item fails alone and the others are still written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import Database
+from core.logging import get_logger
+from core.metrics import INTAKE_BATCH, INTAKE_BATCH_SECONDS
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+log = get_logger("nurture.intake")
+
+
+@dataclass
+class _Waiting(Generic[Item, Result]):
+    item: Item
+    done: asyncio.Future[Result] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit(Generic[Item, Result]):
+    """Collects one process's items of one kind and writes them in as few transactions as the
+    load allows: `many` writes a batch in the caller's session (results in order), `one` writes
+    a single item (the fallback); neither commits."""
+
+    def __init__(self, db: Database, channel: str,
+                 many: Callable[[AsyncSession, list[Item]], Awaitable[list[Result]]],
+                 one: Callable[[AsyncSession, Item], Awaitable[Result]],
+                 max_batch: int = 100, writers: int = 2,
+                 written: Callable[[list[Result]], None] | None = None) -> None:
+        self.db = db
+        self.written = written  # told each batch's results once committed (metrics)
+        self.channel = channel
+        self.many = many
+        self.one = one
+        self.max_batch = max_batch
+        self.writers = writers  # transactions in flight at once: one is written while the next gathers
+        self.queue: list[_Waiting[Item, Result]] = []
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def write(self, item: Item) -> Result:
+        """Write the item; returns once it is committed (raises what writing it alone raises)."""
+        waiting: _Waiting[Item, Result] = _Waiting(item)
+        self.queue.append(waiting)
+        if len(self.running) < self.writers:
+            writer = asyncio.create_task(self._write_queue())
+            self.running.add(writer)
+            writer.add_done_callback(self.running.discard)
+        # A client that hangs up does not take the others' transaction down with it.
+        return await asyncio.shield(waiting.done)
+
+    async def close(self) -> None:
+        """Wait for the items already accepted (on shutdown)."""
+        await asyncio.gather(*self.running, return_exceptions=True)
+
+    async def _write_queue(self) -> None:
+        while self.queue:
+            batch, self.queue = self.queue[: self.max_batch], self.queue[self.max_batch:]
+            try:
+                await self._write_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - each item then succeeds or fails on its own
+                if len(batch) > 1:
+                    log.info("batch failed; writing its items one by one", channel=self.channel, items=len(batch),
+                             error=repr(exc))
+                for waiting in batch:
+                    await self._write_alone(waiting)
+
+    async def _write_batch(self, batch: list[_Waiting[Item, Result]]) -> None:
+        started = time.perf_counter()
+        async with self.db.sessions() as session:
+            results = await self.many(session, [w.item for w in batch])
+            await session.commit()
+        INTAKE_BATCH.labels(self.channel).observe(len(batch))
+        INTAKE_BATCH_SECONDS.labels(self.channel).observe(time.perf_counter() - started)
+        if self.written is not None:
+            self.written(results)
+        for waiting, result in zip(batch, results, strict=True):
+            _settle(waiting, result)
+
+    async def _write_alone(self, waiting: _Waiting[Item, Result]) -> None:
+        for attempt in range(2):
+            try:
+                async with self.db.sessions() as session:
+                    result = await self.one(session, waiting.item)
+                    await session.commit()
+                _settle(waiting, result)
+                return
+            except IntegrityError as exc:
+                if attempt:  # a concurrent writer created the same person first; the retry finds them
+                    _settle(waiting, exc)
+            except Exception as exc:  # noqa: BLE001 - handed to the caller that waits for it
+                _settle(waiting, exc)
+                return
+
+
+def _settle(waiting: _Waiting[Item, Result], outcome: Result | BaseException) -> None:
+    if waiting.done.done():
+        return
+    if isinstance(outcome, BaseException):
+        waiting.done.set_exception(outcome)
+    else:
+        waiting.done.set_result(outcome)
