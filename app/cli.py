@@ -23,6 +23,8 @@ cli.add_typer(user_cli, name="user")
 cli.add_typer(key_cli, name="apikey")
 events_cli = typer.Typer(help="The event pipeline's dead letters.", no_args_is_help=True)
 cli.add_typer(events_cli, name="events")
+dkim_cli = typer.Typer(help="DKIM keys for signing outgoing mail.", no_args_is_help=True)
+cli.add_typer(dkim_cli, name="dkim")
 
 T = TypeVar("T")
 
@@ -457,6 +459,34 @@ def bounce_classify(
     if unreadable:
         raise typer.Exit(1)
 
+
+@dkim_cli.command("new")
+def dkim_new(
+    domain: str = typer.Option(..., help="The signing domain (d=), usually the From address's domain"),
+    selector: str = typer.Option(..., help="The key's name under _domainkey (s=), e.g. 2026a"),
+    algorithm: str = typer.Option("rsa", help="rsa (2048-bit, every receiver) or ed25519 (RFC 8463)"),
+    out: Path = typer.Option(None, help="Private key file (default <data dir>/dkim/<selector>.<domain>.<alg>.pem)"),
+) -> None:
+    """Make a DKIM key: write the private key (mode 0600, never over an existing file) and print the
+    DNS TXT record to publish."""
+    from channels.email.dkim import new_key, write_private_key
+
+    try:
+        key = new_key(algorithm, selector, domain)
+        path = out or get_settings().data_dir / "dkim" / f"{key.selector}.{key.domain}.{key.algorithm}.pem"
+        write_private_key(path, key)
+    except NurtureError as exc:
+        typer.echo(f"error ({exc.field}): {exc.message}" if exc.field else f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"error: cannot write {exc.filename or out}: {exc.strerror}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"private key written to {path} (keep it secret)")
+    typer.echo("publish this DNS TXT record:")
+    typer.echo(f"name:  {key.dns_name}")
+    typer.echo(f"value: {key.dns_value}")
+    typer.echo("or, as a zone file line:")
+    typer.echo(key.zone_line)
 
 def main() -> None:
     try:
