@@ -7,6 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import channels.models  # noqa: F401
 import core.auth  # noqa: F401  (tables register on Base.metadata)
 import core.outbox  # noqa: F401
 import leads.models  # noqa: F401

@@ -18,7 +18,8 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-import scoring.models  # noqa: F401  (its tables are emptied between tests too)
+import channels.models  # noqa: F401  (the domains' tables are emptied between tests too)
+import scoring.models  # noqa: F401
 from core import clock
 from core.auth import Scope, create_api_key
 from core.db import Base, Database

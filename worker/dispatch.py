@@ -11,7 +11,6 @@ last try it becomes a dead letter (failed_events) and the event's other handlers
 from __future__ import annotations
 
 import hashlib
-import random
 import traceback
 import uuid
 from collections.abc import Sequence
@@ -28,16 +27,11 @@ from core.events import BatchFunction, Event, Handler
 from core.logging import get_logger
 from core.metrics import EVENT_LAG, EVENTS_DEAD, EVENTS_FAILED, EVENTS_HANDLED
 from core.outbox import FailedEvent, handled_t, outbox_t
+from core.retry import backoff
 from worker.registry import Registry
 
 log = get_logger("worker.dispatch")
 DISPATCH_JOB = "events.dispatch"
-
-
-def backoff(attempt: int, base: float, cap: float = 600.0) -> float:
-    """Seconds before try `attempt + 1`: doubling from `base`, capped, with ±50% jitter so the
-    retries of a burst of failures do not arrive together."""
-    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
 
 
 def job_id(event_ids: Sequence[uuid.UUID]) -> str:

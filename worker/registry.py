@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from core.events import Handler, Sweep
 
 # Each domain's jobs module; a new domain adds its own here.
-DOMAIN_JOBS = ("leads.jobs", "scoring.jobs")
+DOMAIN_JOBS = ("leads.jobs", "scoring.jobs", "channels.jobs")
 
 
 class Registry:

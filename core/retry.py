@@ -1,0 +1,11 @@
+"""How long to wait before trying again: shared by event handlers and message sends."""
+
+from __future__ import annotations
+
+import random
+
+
+def backoff(attempt: int, base: float, cap: float = 600.0) -> float:
+    """Seconds before try `attempt + 1`: doubling from `base`, capped, with ±50% jitter so the
+    retries of a burst of failures do not arrive together."""
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
