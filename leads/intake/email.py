@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import lock_keys
 from core.errors import Invalid
+from core.mail import unique
 from core.outbox import emit
 from core.settings import Settings
 from core.text import scrub
 from leads.intake.mail.kind import DAEMONS, ParsedMail, classify
-from leads.intake.mail.message import local_part, split_name, truncate, unique
+from leads.intake.mail.message import local_part, split_name, truncate
 from leads.models import Channel, InboundEmail
 from leads.schemas import clean_profile, normalize_email
 from leads.service import Origin, find_lead, record_intake
@@ -65,7 +66,7 @@ async def accept_email(
             return Reception(first, duplicate=True)
 
     envelope_rcpts = [rcpt_to] if isinstance(rcpt_to, str) else list(rcpt_to or [])
-    recipients = list(unique(scrub(r).strip().strip("<>").lower() for r in envelope_rcpts)) + parsed.to
+    recipients = unique(scrub(r).strip().strip("<>").lower() for r in envelope_rcpts) + parsed.to
     details = _jsonable_text({**parsed.details, "envelope_from": mail_from, "envelope_to": envelope_rcpts})
     row = InboundEmail(
         kind=parsed.kind,

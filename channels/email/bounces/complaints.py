@@ -6,7 +6,8 @@ from __future__ import annotations
 from email.message import Message
 
 from channels.email.bounces.fields import report_blocks
-from channels.email.bounces.message import addresses, header, original_headers, report_parts, report_type, unique
+from channels.email.bounces.message import addresses, header, original_headers, report_parts, report_type
+from core.mail import unique
 
 
 def is_complaint(msg: Message) -> bool:

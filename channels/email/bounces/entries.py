@@ -10,8 +10,9 @@ from email.message import Message
 
 from channels.email.bounces import reasons
 from channels.email.bounces.fields import Fields, first, recipient_blocks
-from channels.email.bounces.message import addresses, header, original_headers, report_text, unique
+from channels.email.bounces.message import addresses, header, original_headers, report_text
 from channels.email.bounces.prose import Paragraph, failed_paragraphs
+from core.mail import unique
 
 WORDS_CHARS = 4000
 RCPT_TO = re.compile(r"RCPT TO:\s*<([^<>\s]+@[^<>\s]+)>", re.IGNORECASE)

@@ -3,16 +3,16 @@ report itself (not of the original message it carries) and the original's header
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
-from html import unescape
+
+from core.mail import html_to_text, part_text
 
 ADDRESS = re.compile(r"[^\s<>()\[\]\"',;:@]+@[A-Za-z0-9.\-\[\]]+[A-Za-z0-9\]]")
 REPORT_CHARS = 200_000  # reports are short; a longer text part is an attached original
@@ -61,23 +61,6 @@ def addresses(value: str) -> list[str]:
     return found or [a.lower() for a in ADDRESS.findall(value)]
 
 
-def unique(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
-
-
-def part_text(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        body = part.get_payload()
-        return body if isinstance(body, str) else ""
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    return payload.decode(charset, "replace")
-
-
 def report_parts(msg: Message) -> Iterator[Message]:
     """The report's parts, an attached original included but never what is inside it."""
     yield msg
@@ -104,16 +87,10 @@ def readable_text(msg: Message) -> str:
         if content_type in ORIGINAL_TYPES or content_type in MACHINE_TYPES:
             continue
         if content_type == "text/html":
-            html.append(html_text(part_text(part)))
+            html.append(html_to_text(part_text(part)))
         elif part.get_content_maintype() == "text" or part is msg:
             plain.append(part_text(part))
     return "\n\n".join(plain or html).replace("\r\n", "\n")[:REPORT_CHARS]
-
-
-def html_text(markup: str) -> str:
-    markup = re.sub(r"(?is)<(script|style|head)\b.*?</\1\s*>", " ", markup)
-    markup = re.sub(r"(?i)<\s*(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", "\n", markup)
-    return unescape(re.sub(r"<[^>]*>", " ", markup))
 
 
 def report_type(msg: Message) -> str:

@@ -3,13 +3,12 @@ the sender's name split into first and last."""
 
 from __future__ import annotations
 
-import codecs
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from email.message import Message
 from email.utils import getaddresses
-from html.parser import HTMLParser
 
+from core.mail import html_to_text, part_text, unique
 from core.text import scrub
 
 MAX_RECIPIENTS = 100
@@ -36,7 +35,7 @@ def first_address(msg: Message, name: str) -> tuple[str | None, str | None]:
 
 
 def all_addresses(msg: Message, names: Sequence[str]) -> list[str]:
-    return list(unique(a.strip().lower() for _d, a in _address_pairs(msg, names) if "@" in a))
+    return unique(a.strip().lower() for _d, a in _address_pairs(msg, names) if "@" in a)
 
 
 def _address_pairs(msg: Message, names: Sequence[str]) -> list[tuple[str, str]]:
@@ -66,7 +65,7 @@ def message_id(value: str | None) -> str | None:
 
 
 def message_ids(value: str) -> list[str]:
-    return list(unique(m[:MESSAGE_ID_CHARS] for m in MESSAGE_ID.findall(value)))[:50]
+    return unique(m[:MESSAGE_ID_CHARS] for m in MESSAGE_ID.findall(value))[:50]
 
 
 def local_part(address: str | None) -> str:
@@ -104,73 +103,9 @@ def body_text(msg: Message) -> str:
     return scrub(text.strip())
 
 
-def part_text(part: Message) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        if isinstance(content, str):
-            return content
-    except Exception:  # unknown charset or a broken transfer encoding
-        pass
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        charset = part.get_content_charset() if _known_charset(part) else None
-        return payload.decode(charset or "utf-8", "replace")
-    return payload if isinstance(payload, str) else ""
-
-
-def _known_charset(part: Message) -> bool:
-    try:
-        codecs.lookup(part.get_content_charset() or "utf-8")
-    except LookupError:
-        return False
-    return True
-
-
-class _TextFromHtml(HTMLParser):
-    SKIP = {"script", "style", "head", "title"}
-    BREAKS = {"br", "p", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.chunks: list[str] = []
-        self.skipping = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.SKIP:
-            self.skipping += 1
-        elif tag in self.BREAKS:
-            self.chunks.append("\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self.skipping:
-            self.skipping -= 1
-        elif tag in self.BREAKS:
-            self.chunks.append("\n")
-
-    def handle_data(self, data: str) -> None:
-        if not self.skipping:
-            self.chunks.append(data)
-
-
-def html_to_text(markup: str) -> str:
-    parser = _TextFromHtml()
-    parser.feed(markup)
-    parser.close()
-    lines = (" ".join(line.split()) for line in "".join(parser.chunks).splitlines())
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
 def one_line(value: str | None) -> str | None:
     return " ".join(value.split()) or None if value else None
 
 
 def truncate(value: str | None, limit: int) -> str | None:
     return value[:limit] if value else value
-
-
-def unique(values: Iterable[str]) -> Iterable[str]:
-    seen: set[str] = set()
-    for value in values:
-        if value and value not in seen:
-            seen.add(value)
-            yield value

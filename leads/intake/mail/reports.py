@@ -9,7 +9,8 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 from typing import Any
 
-from leads.intake.mail.message import MAX_RECIPIENTS, header, message_id, one_line, part_text, truncate, unique
+from core.mail import part_text, unique
+from leads.intake.mail.message import MAX_RECIPIENTS, header, message_id, one_line, truncate
 
 STATUS_CODE = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 REPLY_CODE = re.compile(r"\b([245]\d\d)[\s-]")
@@ -104,7 +105,7 @@ def complaint_details(msg: Message, from_address: str | None, text: str) -> dict
     return {
         "feedback_type": feedback_type,
         "format": report_format,
-        "recipients": list(unique(r.lower() for r in recipients if r))[:MAX_RECIPIENTS],
+        "recipients": unique(r.lower() for r in recipients if r)[:MAX_RECIPIENTS],
         "user_agent": _first(fields, "user-agent"),
         "source_ip": _first(fields, "source-ip"),
         "reported_domain": _first(fields, "reported-domain"),
