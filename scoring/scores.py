@@ -88,14 +88,6 @@ class Work:
 
 # --- reading ----------------------------------------------------------------------------------------
 
-Span = tuple[uuid.UUID, uuid.UUID] | None  # the leads are every live lead with an id in this range
-
-
-def _leads(session: AsyncSession, column: Any, ids: list[uuid.UUID], span: Span) -> Any:
-    """`column` is one of these leads: by range when the caller has a whole range (a long IN list
-    in a prepared statement can get a generic plan that scans the table), else by list."""
-    return column.between(span[0], span[1]) if span is not None else one_of(session, column, ids)
-
 
 async def take_turns(session: AsyncSession, lead_ids: list[uuid.UUID]) -> None:
     """Until commit, this transaction alone works on these leads' scores under the rule set being
@@ -103,31 +95,29 @@ async def take_turns(session: AsyncSession, lead_ids: list[uuid.UUID]) -> None:
     await lock_keys(session, *(f"score:{lead_id}" for lead_id in lead_ids))
 
 
-async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True,
-                    span: Span = None) -> Work:
+async def open_work(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID], create: bool = True) -> Work:
     """Lock (and with `create`, make) the score rows of these leads under `ruleset`; a row made
     here replays its lead's history. Erased and merged-away leads get none."""
     work = Work(ruleset)
     ids = sorted(set(lead_ids))
     if not ids:
         return work
-    await _lock_rows(session, work, ids, span)
+    await _lock_rows(session, work, ids)
     if create and (missing := [i for i in ids if i not in work.scores]):
-        part = span if len(missing) == len(ids) else None
-        made = await _create_rows(session, ruleset, missing, part)
+        made = await _create_rows(session, ruleset, missing)
         if len(made) < len(missing):  # a concurrent batch made some first: theirs stay, and they replayed
             await _lock_rows(session, work, [i for i in missing if i not in made])
         work.scores.update(made)
         work.fresh.update(made)
-        await replay(session, work, sorted(made), part if len(made) == len(missing) else None)
+        await replay(session, work, sorted(made))
     return work
 
 
-async def _lock_rows(session: AsyncSession, work: Work, ids: list[uuid.UUID], span: Span = None) -> None:
+async def _lock_rows(session: AsyncSession, work: Work, ids: list[uuid.UUID]) -> None:
     """Load these leads' rows into `work`, locked until commit (in lead order: no deadlocks)."""
     if not ids:
         return
-    query = select(scores_t).where(_leads(session, scores_t.c.lead_id, ids, span),
+    query = select(scores_t).where(one_of(session, scores_t.c.lead_id, ids),
                                    scores_t.c.version == work.ruleset.version)
     if session.get_bind().dialect.name == "postgresql":
         query = query.order_by(scores_t.c.lead_id).with_for_update()
@@ -136,14 +126,13 @@ async def _lock_rows(session: AsyncSession, work: Work, ids: list[uuid.UUID], sp
                                          row.stage, row.stage_at, row.review_at)
 
 
-async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.UUID],
-                       span: Span) -> dict[uuid.UUID, Score]:
+async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.UUID]) -> dict[uuid.UUID, Score]:
     """Insert score rows for these leads (graded, at the stage they have elsewhere); returns the
     rows this call made (locked: they are this transaction's until commit)."""
     now = clock.now()
-    stages = await _stages_elsewhere(session, ruleset, ids, span)
+    stages = await _stages_elsewhere(session, ruleset, ids)
     scores = {}
-    for lead_id, profile in (await load_profiles(session, ids, span)).items():
+    for lead_id, profile in (await load_profiles(session, ids)).items():
         fit = ruleset.fit_points(profile)
         stage, since = stages.get(lead_id, ("subscriber", now))
         scores[lead_id] = Score(lead_id, ruleset.version, 0.0, now, fit, ruleset.grade(fit), stage, since)
@@ -154,24 +143,23 @@ async def _create_rows(session: AsyncSession, ruleset: Ruleset, ids: list[uuid.U
     return {row.lead_id: scores[row.lead_id] for row in made}
 
 
-async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset, lead_ids: list[uuid.UUID],
-                            span: Span = None) -> dict[uuid.UUID, tuple[str, datetime]]:
+async def _stages_elsewhere(session: AsyncSession, ruleset: Ruleset,
+                            lead_ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[str, datetime]]:
     """The stage each lead has under another version (a new rule set keeps what sales or a
     person set, and where the score had got to, until its own scores move it)."""
     rows = await session.execute(
         select(LeadScore.lead_id, LeadScore.stage, LeadScore.stage_at)
-        .where(_leads(session, LeadScore.lead_id, lead_ids, span), LeadScore.version != ruleset.version)
+        .where(one_of(session, LeadScore.lead_id, lead_ids), LeadScore.version != ruleset.version)
         .order_by(LeadScore.version)
     )
     return {row.lead_id: (row.stage, row.stage_at) for row in rows}
 
 
-async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID],
-                        span: Span = None) -> dict[uuid.UUID, dict[str, Any]]:
+async def load_profiles(session: AsyncSession, lead_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, Any]]:
     columns = [getattr(Lead, name) for name in PROFILE]
     rows = await session.execute(
         select(Lead.id, *columns)
-        .where(_leads(session, Lead.id, lead_ids, span), *live_leads())
+        .where(one_of(session, Lead.id, lead_ids), *live_leads())
     )
     return {row.id: {name: getattr(row, name) for name in PROFILE} for row in rows}
 
@@ -202,12 +190,12 @@ def _facts(row: Any) -> Facts:
 # --- scoring ---------------------------------------------------------------------------------------
 
 
-async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID], span: Span = None) -> int:
+async def replay(session: AsyncSession, work: Work, lead_ids: list[uuid.UUID]) -> int:
     """Score these leads' whole history into `work` (their rows are fresh or were reset);
     returns the activities read."""
     ruleset = work.ruleset
     rows = _in_order(await session.execute(
-        _activities().where(_leads(session, activities_t.c.lead_id, lead_ids, span),
+        _activities().where(one_of(session, activities_t.c.lead_id, lead_ids),
                             activities_t.c.type.in_(list(ruleset.by_activity)))
     ))
     for row in rows:

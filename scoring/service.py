@@ -82,15 +82,14 @@ async def rescore_range(session: AsyncSession, row: RuleSetVersion, lead_ids: li
     version being rolled out. Ranges that do not overlap may run at once."""
     version = row.version
     await take_turns(session, lead_ids)
-    # what an earlier delivery of this batch wrote goes first; the batch is a range of ids, and a
-    # range is what the indexes answer fast (a long IN list of a prepared statement can end in a
-    # generic plan that scans the table)
+    # what an earlier delivery of this batch wrote goes first: everything in the batch's range of
+    # ids, including leads merged away since
     for table in (entries_t, caps_t, scores_t):
         await session.execute(delete(table).where(
             table.c.lead_id >= lead_ids[0], table.c.lead_id <= lead_ids[-1], table.c.version == version,
         ))
     ruleset = compile_ruleset(row.id, row.version, row.spec)
-    work = await open_work(session, ruleset, lead_ids, span=(lead_ids[0], lead_ids[-1]))  # fresh rows replay
+    work = await open_work(session, ruleset, lead_ids)  # fresh rows replay
     await settle(session, work, reason="new rules", emit_events=False)
     await session.execute(
         update(RuleSetVersion).where(RuleSetVersion.id == row.id)

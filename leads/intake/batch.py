@@ -15,14 +15,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, Select, Table, and_, any_, bindparam, insert, literal_column, or_, select, text, update
+from sqlalchemy import JSON, Select, Table, and_, any_, bindparam, insert, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Base, JSONType, driver_connection, lock_key_id
+from core.db import Base, JSONType, driver_connection, lock_keys
 from core.ids import new_id
 from core.outbox import outbox_t
 from leads.models import (
@@ -172,20 +172,8 @@ def stitch(book: LeadBook, rows: BatchRows, visitor_id: str, lead: BatchLead, at
 
 async def begin_batch(session: AsyncSession, identities: list[str]) -> None:
     """Lock the batch's identities (emails, phones, visitor ids) until commit, as `record_intake`
-    does for one, in one round trip with the planner setting the lookups need (PostgreSQL)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return  # SQLite: BEGIN IMMEDIATE already serialises every writer
-    # The lookups of `load_book` run with the same statement text every batch; once PostgreSQL
-    # switches to a generic plan it cannot hash the id arrays, and on a young table (no
-    # statistics yet) it scans every lead per batch. Custom plans cost ~1 ms.
-    await session.execute(
-        text(
-            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-            "(SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT k FROM unnest(CAST(:ids AS bigint[])) "
-            "WITH ORDINALITY AS t(k, n) ORDER BY n) AS s)"
-        ),
-        {"ids": sorted({lock_key_id(f"lead:{k}") for k in identities})},
-    )
+    does for one, in one round trip (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises writers)."""
+    await lock_keys(session, *(f"lead:{k}" for k in identities))
 
 
 async def load_book(

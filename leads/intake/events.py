@@ -221,10 +221,10 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent]) -> lis
     lead id (a server's) are written together (a few statements for the batch), the rest (a
     tracker's visitor id, an email, a merged lead) one by one. Returns, in order, whether each was
     stored (an erased person's are dropped). An error names the event: `events.<i>.<field>`."""
-    events = [p.event for p in posted]
     direct = {p.event.lead_id for p in posted if p.event.lead_id and p.trusted}
     if len(posted) > 1:  # the visitors' locks, all at once in sorted order: two batches never deadlock
-        await lock_keys(session, *(f"lead:{e.visitor_id}" for e in events if e.visitor_id and e.lead_id not in direct))
+        await lock_keys(session, *(f"lead:{p.event.visitor_id}" for p in posted
+                                   if p.event.visitor_id and p.event.lead_id not in direct))
     known = {
         row.id: row for row in await session.execute(
             select(Lead.id, Lead.erased_at).where(Lead.id.in_(direct), Lead.merged_into_id.is_(None))
@@ -233,7 +233,8 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent]) -> lis
     activities: list[dict[str, Any]] = []
     touchpoints: list[dict[str, Any]] = []
     stored = []
-    for index, (event, post) in enumerate(zip(events, posted, strict=True)):
+    for index, post in enumerate(posted):
+        event = post.event
         try:
             lead = known.get(event.lead_id) if event.lead_id and post.trusted else None
             if lead is None:  # visitor id, email, a merged or unknown lead: the one-by-one path
