@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.models import messages_t
 from core import clock
-from core.db import Database, insert_ignore, skip_locked
+from core.db import Database, insert_ignore, one_of, skip_locked
 from core.errors import Invalid
 from core.ids import new_id
 from core.retry import backoff
@@ -117,31 +117,70 @@ async def record(session: AsyncSession, message_id: uuid.UUID, outcome: Outcome,
                  max_attempts: int = MAX_ATTEMPTS, retry_seconds: float = RETRY_SECONDS) -> str | None:
     """Record what the send came to; returns the state the message is left in, or None when it
     was no longer `sending` (settled meanwhile as unknown: the late result is not applied)."""
-    if outcome.state not in (SENT, DEFERRED, FAILED, UNKNOWN, SUPPRESSED):
-        raise ValueError(f"not an outcome: {outcome.state}")
     attempts = await session.scalar(
         select(messages_t.c.attempts).where(messages_t.c.id == message_id, messages_t.c.state == SENDING)
     )
     if attempts is None:
         return None
-    now = clock.now()
-    state, reason = outcome.state, outcome.reason
-    values: dict[str, Any] = {"response": (outcome.response or "")[:1000] or None, "updated_at": now}
-    if outcome.provider_id:
-        values["provider_id"] = outcome.provider_id[:255]
-    if state == SENT:
-        values["sent_at"] = now
-    elif state == DEFERRED:
+    values = outcome_values(attempts, outcome, clock.now(), max_attempts, retry_seconds)
+    done = await session.execute(
+        update(messages_t).where(messages_t.c.id == message_id, messages_t.c.state == SENDING).values(values)
+    )
+    return str(values["state"]) if done.rowcount else None  # type: ignore[attr-defined]
+
+
+def outcome_values(attempts: int, outcome: Outcome, now: datetime, max_attempts: int = MAX_ATTEMPTS,
+                   retry_seconds: float = RETRY_SECONDS) -> dict[str, Any]:
+    """The columns a message in `sending` gets for its outcome (state, reason, response, provider id,
+    sent_at, next_attempt_at): always the same keys, so many can be written in one statement."""
+    if outcome.state not in (SENT, DEFERRED, FAILED, UNKNOWN, SUPPRESSED):
+        raise ValueError(f"not an outcome: {outcome.state}")
+    state, reason, next_attempt = outcome.state, outcome.reason, None
+    if state == DEFERRED:
         if attempts >= max_attempts:
             state, reason = FAILED, f"gave up after {attempts} attempts"
         else:
             wait = outcome.retry_after if outcome.retry_after else backoff(attempts, retry_seconds, RETRY_CAP)
-            values["next_attempt_at"] = now + timedelta(seconds=wait)
-    values.update(state=state, reason=(reason or "")[:200] or None)
-    done = await session.execute(
-        update(messages_t).where(messages_t.c.id == message_id, messages_t.c.state == SENDING).values(values)
+            next_attempt = now + timedelta(seconds=wait)
+    return {
+        "state": state, "reason": (reason or "")[:200] or None, "response": (outcome.response or "")[:1000] or None,
+        "provider_id": (outcome.provider_id or "")[:255] or None, "sent_at": now if state == SENT else None,
+        "next_attempt_at": next_attempt, "updated_at": now,
+    }
+
+
+async def claim_due(session: AsyncSession, limit: int) -> list[Row[Any]]:
+    """Take up to `limit` queued or deferred messages whose time has come, oldest first, for sending
+    (rows other senders hold are skipped). Commit before sending."""
+    now = clock.now()
+    m = messages_t.c
+    due_ids = (
+        select(m.id).where(m.state.in_(CLAIMABLE), m.next_attempt_at <= now).order_by(m.next_attempt_at).limit(limit)
     )
-    return state if done.rowcount else None  # type: ignore[attr-defined]
+    ids = list(await session.scalars(skip_locked(due_ids, session)))
+    if not ids:
+        return []
+    statement = (
+        update(messages_t).where(one_of(session, m.id, ids), m.state.in_(CLAIMABLE))
+        .values(state=SENDING, attempts=m.attempts + 1, claimed_at=now, updated_at=now)
+        .returning(*messages_t.c)
+    )
+    return list((await session.execute(statement)).all())
+
+
+async def record_many(session: AsyncSession, results: list[tuple[uuid.UUID, dict[str, Any]]]) -> None:
+    """Write many messages' outcome values (`outcome_values`, plus any other columns, the same keys
+    for all) in one statement; a message no longer `sending` is left alone."""
+    if not results:
+        return
+    m = messages_t.c
+    keys = list(results[0][1])
+    statement = (
+        update(messages_t).where(m.id == bindparam("message_id"), m.state == SENDING)
+        .values({k: bindparam(f"new_{k}") for k in keys})
+    )
+    rows = [{"message_id": message_id, **{f"new_{k}": v for k, v in values.items()}} for message_id, values in results]
+    await session.execute(statement.execution_options(synchronize_session=False), rows)
 
 
 async def send_one(db: Database, message_id: uuid.UUID, send: Sender) -> str | None:

@@ -138,3 +138,39 @@ def starter(name: str, locale: str = "en") -> EmailTemplate:
     """A starter template by name ("welcome", "webinar") in "ru" or "en" (any other locale gets English)."""
     by_locale = STARTERS[name]
     return by_locale.get(locale.split("-")[0].lower(), by_locale["en"])
+
+
+_OPTIN = {
+    "ru": ("Подтвердите подписку", "Один клик, и вы в списке",
+           "Здравствуйте{% if lead.first_name %}, {{ lead.first_name }}{% endif %}!",
+           "Вы оставили адрес на нашем сайте и попросили присылать письма. Подтвердите, что это были вы:",
+           "Подтвердить подписку",
+           "Если вы ничего не оставляли, просто не отвечайте на это письмо: без подтверждения мы писать не будем."),
+    "en": ("Please confirm your subscription", "One click and you are on the list",
+           "Hello{% if lead.first_name %} {{ lead.first_name }}{% endif %}!",
+           "You left your address on our website and asked for our emails. Please confirm it was you:",
+           "Confirm my subscription",
+           "If it was not you, just ignore this email: without a confirmation we will not write to you."),
+}
+
+
+def _optin(locale: str) -> EmailTemplate:
+    subject, preheader, greeting, ask, button, ignore = _OPTIN[locale]
+    body = f"""<mjml lang="{locale}">
+  <mj-body background-color="#f3f4f6">
+    <mj-section background-color="#ffffff" padding="24px 0">
+      <mj-column>
+        <mj-text font-family="Helvetica, Arial, sans-serif" font-size="16px" line-height="1.5">
+          <p>{greeting}</p><p>{ask}</p>
+        </mj-text>
+        <mj-button href="{{{{ confirm_url }}}}" background-color="#2563eb" font-size="16px">{button}</mj-button>
+        <mj-text font-family="Helvetica, Arial, sans-serif" font-size="13px" color="#6b7280">{ignore}</mj-text>
+      </mj-column>
+    </mj-section>
+  </mj-body>
+</mjml>"""
+    return EmailTemplate(subject=subject, preheader=preheader, body=body, kind="transactional")
+
+
+# Built-in mail nurture sends on its own (by the `system:` key a message names), never edited by marketers.
+SYSTEM: dict[str, EmailTemplate] = {f"system:optin:{locale}": _optin(locale) for locale in _OPTIN}

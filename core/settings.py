@@ -46,6 +46,49 @@ class Settings(BaseSettings):
     job_retry_seconds: float = Field(default=2.0, description="First wait before a failed handler is tried again")
     outbox_poll_seconds: float = Field(default=2.0, description="Safety-net poll of the outbox when no nudge came")
     sweep_seconds: float = Field(default=15.0, description="How often the sweeper looks for work Redis forgot")
+    smtp_url: str = Field(
+        default="capture://",
+        description="Outgoing mail: capture:// keeps messages for the UI (GET /v1/outbox/messages); "
+        "smtp://user:password@host:587 (STARTTLS when offered) or smtps://host:465",
+    )
+    smtp_connections: int = Field(default=4, ge=1, description="SMTP connections one worker keeps open")
+    smtp_rate: float = Field(default=0.0, ge=0, description="Most messages per second per worker (0: no limit)")
+    smtp_domain_rate: float = Field(
+        default=0.0, ge=0, description="Messages per second to one recipient domain, per worker (0: no limit)"
+    )
+    mail_from: str = Field(default="hello@example.com", description="From address of outgoing mail")
+    mail_from_name: str = Field(default="Nurture", description="From name of outgoing mail")
+    bounce_domain: str = Field(
+        default="", description="Domain of the bounce+<token>@ return path (MX to `nurture smtpd`); empty: From's"
+    )
+    dkim_keys: str = Field(
+        default="",
+        description="Comma-separated selector:domain:path-to-PEM; every key signs (e.g. one RSA, one Ed25519)",
+    )
+    send_batch: int = Field(default=200, ge=1, description="Messages one worker claims at a time")
+    send_poll_seconds: float = Field(default=1.0, gt=0, description="How often a worker looks for messages due")
+    frequency_cap: int = Field(
+        default=3, ge=0, description="Most marketing messages per lead in the window, all campaigns (0: no cap)"
+    )
+    frequency_window_hours: float = Field(default=24.0, gt=0, description="The frequency cap's rolling window")
+    quiet_hours: str = Field(
+        default="21-9", description="No marketing mail between these hours in the lead's time zone (empty: none)"
+    )
+    default_timezone: str = Field(default="Europe/Moscow", description="Time zone of leads that have none")
+    require_consent: bool = Field(
+        default=False, description="Marketing only with a granted consent (withdrawn or pending stops it anyway)"
+    )
+    consent_purpose: str = Field(default="marketing", description="Consent purpose marketing messages need")
+    soft_bounce_limit: int = Field(default=3, ge=1, description="Soft bounces within the window that count as hard")
+    soft_bounce_days: float = Field(default=7.0, gt=0, description="The soft-bounce window")
+    sms_provider: str = Field(
+        default="", description="JSON of the SMS provider: {\"type\": \"twilio\", …} or a generic HTTP provider"
+    )
+    telegram_bot_token: str = Field(default="", description="Telegram bot token for the messenger channel")
+    webhook_secret: str = Field(default="", description="HMAC secret of outgoing webhooks; empty means derived")
+    webhook_allow: str = Field(
+        default="", description="Comma-separated CIDRs webhooks may reach although private (default: none)"
+    )
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -58,12 +101,14 @@ class Settings(BaseSettings):
         return [_local_secret(self.data_dir)]
 
     def call_secret(self) -> str:
-        if self.call_webhook_secret:
-            return self.call_webhook_secret
+        return self.call_webhook_secret or self.derived_secret("calls")
+
+    def derived_secret(self, purpose: str) -> str:
+        """A secret of its own for one purpose, derived from the signing key when not configured."""
         import hashlib
         import hmac
 
-        return hmac.new(self.signing_keys()[0].encode(), b"calls", hashlib.sha256).hexdigest()
+        return hmac.new(self.signing_keys()[0].encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
     def trusted_proxy_set(self) -> set[str]:
         return {p.strip() for p in self.trusted_proxies.split(",") if p.strip()}

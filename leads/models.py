@@ -7,7 +7,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import core.auth  # noqa: F401  (Lead.owner_id refers to the users table)
@@ -233,6 +233,9 @@ class InboundEmail(IdMixin, Base):
     lead_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     size: Mapped[int] = mapped_column(Integer, default=0)
+    # Bounces, complaints and auto-replies are kept whole for the email channel's classifier (and a person
+    # who wants to see what came back); an inquiry's words are in its activity, so it is not kept twice.
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     received_at: Mapped[datetime] = mapped_column(default=clock.now)
 
     __table_args__ = (UniqueConstraint("message_id", name="uq_inbound_emails_message_id"),)

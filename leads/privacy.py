@@ -105,7 +105,7 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
     await session.execute(update(Consent).where(Consent.lead_id.in_(ids)).values(ip=None))
     await session.execute(
         update(InboundEmail).where(InboundEmail.lead_id.in_(ids)).values(
-            mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}
+            mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}, raw=None
         )
     )
     await _blank_events(session, ids)

@@ -21,10 +21,11 @@ from core.db import Database
 from core.events import Handler, Sweep
 from core.logging import get_logger
 from core.outbox import RedisNudge, set_nudge
+from core.retry import wait_or_stop
 from core.settings import Settings, get_settings
 from worker.dispatch import DISPATCH_JOB, Dispatcher, dispatch_job
 from worker.registry import Registry, load_registry
-from worker.relay import Relay, wait_or_stop
+from worker.relay import Relay
 from worker.sweeper import sweep
 
 log = get_logger("worker")

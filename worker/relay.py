@@ -20,6 +20,7 @@ from core.db import Database, skip_locked
 from core.logging import get_logger
 from core.metrics import EVENTS_RELAYED
 from core.outbox import OutboxEvent, nudge_channel, outbox_t
+from core.retry import wait_or_stop
 from worker.dispatch import DISPATCH_JOB, job_id
 from worker.registry import Registry
 
@@ -157,9 +158,3 @@ class Relay:
                 await leadership.release()
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less when `stop` is set."""
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)

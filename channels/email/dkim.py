@@ -1,9 +1,11 @@
 """DKIM for outgoing mail: new keys with the DNS record that publishes them, and signing with them
-(rsa-sha256, and ed25519-sha256 per RFC 8463). Pure apart from writing a new private key file."""
+(rsa-sha256, and ed25519-sha256 per RFC 8463; relaxed/relaxed canonicalization of RFC 6376 3.4).
+Pure apart from writing a new private key file and reading the clock for t=."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -11,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
-import dkim  # dkimpy
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from core import clock
 from core.errors import Conflict, Invalid
 
 Algorithm = Literal["rsa", "ed25519"]
@@ -26,10 +28,16 @@ SIGNED_HEADERS = (
     "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID",
 )
 TXT_STRING_MAX = 255  # one character-string in a TXT record (RFC 1035 3.3)
+LINE_MAX = 78  # characters in a line of the DKIM-Signature field, line ending aside (RFC 5322 2.1.1)
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_HEADER_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.MULTILINE)
 _END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
+# A header field: its name, the colon, and the value with its continuation lines and line endings.
+_FIELD = re.compile(rb"([!-9;-~]+):([^\n]*\n(?:[ \t][^\n]*\n)*)")
+_LINE_END = re.compile(rb"\r?\n")
+_WSP = re.compile(rb"[ \t]+")
+_EMPTY_LINES_AT_END = re.compile(rb"(?:\r\n)*\Z")
+_SIGNED = tuple(name.lower().encode("ascii") for name in SIGNED_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -121,21 +129,12 @@ class Signer:
     def __init__(self, selector: str, domain: str, private_pem: str | bytes) -> None:
         self.selector = dns_name(selector, "selector")
         self.domain = dns_name(domain, "domain", min_labels=2)
-        private = _load(private_pem)
-        # dkimpy wants PKCS#1/PKCS#8 PEM for RSA, and for Ed25519 the base64 of the raw 32-byte seed.
-        if isinstance(private, rsa.RSAPrivateKey):
-            self.algorithm: Algorithm = "rsa"
-            self._key = private.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        else:
-            self.algorithm = "ed25519"
-            raw = private.private_bytes(
-                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-            )
-            self._key = base64.b64encode(raw)
-        self._signature_algorithm = b"rsa-sha256" if self.algorithm == "rsa" else b"ed25519-sha256"
+        self._private = _load(private_pem)
+        self.algorithm: Algorithm = "rsa" if isinstance(self._private, rsa.RSAPrivateKey) else "ed25519"
+        self._tags = (
+            b"v=1;", b"a=rsa-sha256;" if self.algorithm == "rsa" else b"a=ed25519-sha256;", b"c=relaxed/relaxed;",
+            f"d={self.domain};".encode("ascii"), f"s={self.selector};".encode("ascii"),
+        )
 
     @classmethod
     def for_key(cls, key: DkimKey) -> Signer:
@@ -143,23 +142,43 @@ class Signer:
 
     def signature(self, message: bytes) -> bytes:
         """The DKIM-Signature header field for `message` (relaxed/relaxed), with its line ending."""
-        present = _header_names(message)
-        if "from" not in present:
+        head, body = _split(message)
+        fields = _fields(head)
+        if b"from" not in fields:
             raise Invalid("a message to sign needs a From header", field="message")
-        headers = [name.encode("ascii") for name in SIGNED_HEADERS if name.lower() in present]
-        crlf = message.split(b"\n", 1)[0].endswith(b"\r")
-        try:
-            return bytes(dkim.sign(
-                message, self.selector.encode("ascii"), self.domain.encode("ascii"), self._key,
-                canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=self._signature_algorithm,
-                include_headers=headers, linesep=b"\r\n" if crlf else b"\n",
-            ))
-        except dkim.DKIMException as exc:
-            raise Invalid(f"cannot sign this message: {exc}", field="message") from None
+        names = [name for name in _SIGNED if name in fields]
+        first_line_end = message.find(b"\n")
+        linesep = b"\r\n" if first_line_end > 0 and message[first_line_end - 1] == ord("\r") else b"\n"
+
+        field = _Folding(b"DKIM-Signature:")
+        for tag in self._tags:
+            field.add(tag)
+        field.add(b"t=%d;" % int(clock.now().timestamp()))
+        field.add(b"h=")
+        *listed, last = names
+        for name in listed:
+            field.add(name + b":", glue=b"")
+        field.add(last + b";", glue=b"")
+        field.add(b"bh=")
+        field.add_base64(base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()) + b";")
+        field.add(b"b=")
+
+        # What b= signs: the signed header fields, each name listed once in h= standing for its bottom-most
+        # instance (RFC 6376 5.4.2), then this field with b= empty and no line ending (3.7).
+        unsigned = field.text(linesep)
+        signed_data = b"".join([*(_relaxed_header(name, fields[name][-1]) + b"\r\n" for name in names),
+                                _relaxed_header(b"dkim-signature", unsigned[len(b"DKIM-Signature:"):])])
+        field.add_base64(base64.b64encode(self._sign(signed_data)))
+        return field.text(linesep) + linesep
 
     def sign(self, message: bytes) -> bytes:
         """The message with its DKIM-Signature header prepended."""
         return self.signature(message) + message
+
+    def _sign(self, data: bytes) -> bytes:
+        if isinstance(self._private, rsa.RSAPrivateKey):
+            return self._private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        return self._private.sign(hashlib.sha256(data).digest())  # RFC 8463: Ed25519 signs the SHA-256 hash
 
 
 def sign_all(message: bytes, signers: Sequence[Signer]) -> bytes:
@@ -183,6 +202,73 @@ def _load(private_pem: str | bytes) -> rsa.RSAPrivateKey | ed25519.Ed25519Privat
     raise Invalid("DKIM needs an RSA or Ed25519 key", field="key")
 
 
-def _header_names(message: bytes) -> set[str]:
-    head = _END_OF_HEADERS.split(message, maxsplit=1)[0]
-    return {m.group(1).decode("ascii").lower() for m in _HEADER_NAME.finditer(head)}
+def _split(message: bytes) -> tuple[bytes, bytes]:
+    """The header block, its last line ending in a line feed, and the body."""
+    end = _END_OF_HEADERS.search(message)
+    if end is None:  # headers only
+        return message if message.endswith(b"\n") else message + b"\n", b""
+    return message[:end.start()] + b"\n", message[end.end():]
+
+
+def _fields(head: bytes) -> dict[bytes, list[bytes]]:
+    """Header field values (unfolded or not, as they are) by lower-cased name, top to bottom."""
+    fields: dict[bytes, list[bytes]] = {}
+    position = 0
+    while position < len(head):
+        field = _FIELD.match(head, position)
+        if field is None:
+            line = head[position:head.find(b"\n", position)].decode("ascii", "replace")
+            raise Invalid(f"cannot sign this message: not a header field: {line!r}", field="message")
+        fields.setdefault(field.group(1).lower(), []).append(field.group(2))
+        position = field.end()
+    return fields
+
+
+def _relaxed_header(name: bytes, value: bytes) -> bytes:
+    """RFC 6376 3.4.2: lower-case name, value unfolded, runs of whitespace made one space, none around the colon."""
+    return name.lower() + b":" + _WSP.sub(b" ", _LINE_END.sub(b"", value)).strip(b" ")
+
+
+def _relaxed_body(body: bytes) -> bytes:
+    """RFC 6376 3.4.4: CRLF line endings, no whitespace at the end of lines, runs of whitespace made one space,
+    no empty lines at the end, and an empty body for one with no text at all."""
+    # Cheap scans first: a composed message has CRLF line endings and base64 or quoted-printable parts,
+    # so the regular expressions seldom have anything to do.
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = _LINE_END.sub(b"\r\n", body)
+    if body and not body.endswith(b"\r\n"):
+        # Sent over SMTP the message ends in CRLF whatever was handed over (the client adds it): sign what
+        # arrives, so whitespace ending the last line goes like any other line's.
+        body += b"\r\n"
+    if b"\t" in body or b"  " in body:
+        body = _WSP.sub(b" ", body)
+    body = body.replace(b" \r\n", b"\r\n")
+    # rstrip alone could take a bare CR ending the last line's text: keep from it on to the run of CRLFs.
+    empty_lines = _EMPTY_LINES_AT_END.search(body, len(body.rstrip(b"\r\n")))
+    assert empty_lines is not None  # the pattern matches at the very end, if nowhere before
+    text = body[:empty_lines.start()]
+    return text + b"\r\n" if text else b""
+
+
+class _Folding:
+    """A header field laid out in lines of at most LINE_MAX characters, folding with a tab where it may."""
+
+    def __init__(self, start: bytes) -> None:
+        self._lines = [start]
+
+    def add(self, word: bytes, glue: bytes = b" ") -> None:
+        """A piece that is not to be cut: after `glue` on this line if it fits, else on a line of its own."""
+        if len(self._lines[-1]) + len(glue) + len(word) <= LINE_MAX:
+            self._lines[-1] += glue + word
+        else:
+            self._lines.append(b"\t" + word)
+
+    def add_base64(self, value: bytes) -> None:
+        """Base64, which may be folded anywhere (RFC 6376 3.5): fill this line, then whole lines."""
+        room = max(LINE_MAX - len(self._lines[-1]), 0)
+        self._lines[-1] += value[:room]
+        width = LINE_MAX - 1
+        self._lines.extend(b"\t" + value[i:i + width] for i in range(room, len(value), width))
+
+    def text(self, linesep: bytes) -> bytes:
+        return linesep.join(self._lines)

@@ -77,6 +77,7 @@ async def accept_email(
         subject=truncate(parsed.subject, 998),
         details=details,
         size=len(raw),
+        raw=None if parsed.kind == "inquiry" else raw,
         received_at=clock.now(),
     )
     session.add(row)
