@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     from app import api_keys, demo
+    from channels import pages as channel_pages
     from leads.api import routers as lead_routers
     from scoring import api as scoring_api
     from worker import api as pipeline_api
@@ -14,6 +15,7 @@ def include_routers(app: FastAPI) -> None:
     for router in lead_routers:  # public intake first (see leads.api)
         app.include_router(router)
     app.include_router(scoring_api.router)
+    app.include_router(channel_pages.router)
     app.include_router(api_keys.router)
     app.include_router(pipeline_api.router)
     app.include_router(demo.router)

@@ -1,14 +1,36 @@
-"""The channels domain's sweeps (run by the worker)."""
+"""The channels domain's event handlers and sweeps (run by the worker)."""
 
 from __future__ import annotations
+
+import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.ledger import settle_stale
-from core.events import sweeps
+from channels.returns import forget, request_optin, returned
+from core.events import Event, handles, sweeps
+from core.settings import current_settings
 
 
 @sweeps(name="channels.stale_sends")
 async def stale_sends(session: AsyncSession, limit: int) -> int:
     """Sends whose result never came back are marked unknown (never resent on a guess)."""
     return await settle_stale(session, limit)
+
+
+@handles("email.bounced", "email.complained", name="channels.returned")
+async def returned_mail(session: AsyncSession, event: Event) -> None:
+    """A bounce or complaint: bounce record, suppression when it is final, activity on the lead."""
+    await returned(session, uuid.UUID(str(event.payload["inbound_email_id"])), current_settings())
+
+
+@handles("lead.optin_requested", name="channels.optin_mail")
+async def optin_mail(session: AsyncSession, event: Event) -> None:
+    """The double opt-in confirmation mail, queued once per pending consent."""
+    await request_optin(session, event.payload, current_settings())
+
+
+@handles("lead.erased", name="channels.forget_erased")
+async def forget_erased(session: AsyncSession, event: Event) -> None:
+    ids = [uuid.UUID(str(i)) for i in [event.payload["lead_id"], *(event.payload.get("merged_ids") or [])]]
+    await forget(session, ids, current_settings().derived_secret("suppressions"))

@@ -128,7 +128,7 @@ def _target(url: str) -> _Target:
     host = parsed.raw_host.decode("ascii").lower()
     if not host:
         raise Invalid("the URL has no host", field="url")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
     if not 1 <= port <= 65535:
         raise Invalid(f"port {port} is out of range", field="url")
     literal = _literal_ip(host)
@@ -211,10 +211,10 @@ def _address_class(ip: IPAddress) -> str | None:
         return "multicast"
     if ip in _SHARED:
         return "shared (carrier-grade NAT)"
+    if ip.is_reserved:  # before is_private, which takes in 240.0.0.0/4 too
+        return "reserved"
     if ip.is_private:
         return "private"
-    if ip.is_reserved:
-        return "reserved"
     return None if ip.is_global else "non-public"
 
 
@@ -242,7 +242,9 @@ async def resolve(host: str, port: int) -> list[str]:
 
 class WebhookChannel:
     """Webhook deliveries: `recipient` is the URL, `data` the JSON body. `allow` lists CIDRs that
-    may be reached although not public (e.g. "127.0.0.1/32" for local testing)."""
+    may be reached although not public (e.g. "127.0.0.1/32" for local testing). A lent `client`
+    must speak HTTP/1.1 (httpx's default): https requests carry `Connection: close`, which HTTP/2
+    forbids; the channel sets its own timeout and never follows redirects, whatever the client's."""
 
     name = "webhook"
 
@@ -278,7 +280,7 @@ class WebhookChannel:
                 async with asyncio.timeout(self._timeout):
                     found = await self._resolve(target.host, target.port)
             except (OSError, TimeoutError) as exc:
-                return Outcome(DEFERRED, reason=f"could not resolve {target.host}: {exc or 'timed out'}")
+                return Outcome(DEFERRED, reason=f"could not resolve {target.host}: {str(exc) or 'timed out'}")
             addresses = [ip_address(found_ip) for found_ip in dict.fromkeys(found)]
             if not addresses:
                 return Outcome(DEFERRED, reason=f"{target.host} resolved to no address")
@@ -293,7 +295,7 @@ class WebhookChannel:
             "Host": target.host_header,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            "Accept-Encoding": "identity",  # the answer is kept as text, never decoded
+            "Accept-Encoding": "identity",  # the answer's first bytes are kept as text
             MESSAGE_HEADER: str(message_id),
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: sign(self._secret, stamp, body),
@@ -325,7 +327,7 @@ async def _head(response: httpx.Response) -> str:
     """The first RESPONSE_CHARS characters of the answer; what could be read if reading fails."""
     read = b""
     try:
-        async for chunk in response.aiter_raw():
+        async for chunk in response.aiter_bytes():
             read += chunk
             if len(read) >= _READ_LIMIT:
                 break

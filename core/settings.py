@@ -129,3 +129,17 @@ def _local_secret(data_dir: Path) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+_in_use: Settings | None = None
+
+
+def use_settings(settings: Settings | None) -> None:
+    """The settings of this process when they were not read from the environment (the worker's and
+    the app's own, a test's): event handlers read them with `current_settings()`."""
+    global _in_use
+    _in_use = settings
+
+
+def current_settings() -> Settings:
+    return _in_use or get_settings()

@@ -419,11 +419,17 @@ async def add_note(session: AsyncSession, lead: Lead, text: str, author: str | N
 
     if lead.erased_at is not None:
         raise Conflict("this lead was erased", field="lead_id")
-    note = Activity(lead_id=lead.id, type="note", data={"text": text, "author": author}, occurred_at=clock.now())
-    session.add(note)
+    return await record_activity(session, lead.id, "note", {"text": text, "author": author})
+
+
+async def record_activity(session: AsyncSession, lead_id: uuid.UUID, kind: str, data: dict[str, Any],
+                          occurred_at: datetime | None = None) -> Activity:
+    """One entry on the lead's timeline, announced as `lead.activity` (scoring, segments). Never commits."""
+    activity = Activity(lead_id=lead_id, type=kind, data=data, occurred_at=occurred_at or clock.now())
+    session.add(activity)
     await session.flush()
     await emit(
         session, "lead.activity",
-        {"lead_id": lead.id, "activity_id": note.id, "type": "note", "occurred_at": note.occurred_at},
+        {"lead_id": lead_id, "activity_id": activity.id, "type": kind, "occurred_at": activity.occurred_at},
     )
-    return note
+    return activity

@@ -23,7 +23,7 @@ import scoring.models  # noqa: F401
 from core import clock
 from core.auth import Scope, create_api_key
 from core.db import Base, Database
-from core.settings import Settings
+from core.settings import Settings, use_settings
 from migrations import upgrade
 
 PG_URL = os.environ.get("NURTURE_TEST_DATABASE_URL", "")
@@ -83,11 +83,15 @@ def database_url(data_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(data_dir: Path, database_url: str) -> Settings:
-    return Settings(
+def settings(data_dir: Path, database_url: str) -> Iterator[Settings]:
+    """The test's settings, also what event handlers read (`core.settings.current_settings`)."""
+    chosen = Settings(
         data_dir=data_dir, database_url=database_url, secret_keys="test-key-new,test-key-old",
         call_webhook_secret="call-secret", form_rate_limit=1000, log_json=False,
     )
+    use_settings(chosen)
+    yield chosen
+    use_settings(None)
 
 
 @pytest_asyncio.fixture

@@ -140,7 +140,7 @@ def test_verify_refuses_stale_future_and_malformed_timestamps(frozen_now: dateti
         (204, {}, SENT, None),
         (408, {}, DEFERRED, None),
         (429, {"retry-after": "120"}, DEFERRED, 120.0),
-        (503, {"retry-after": "Mon, 02 Mar 2026 09:35:00 GMT"}, DEFERRED, 270.0),
+        (503, {"retry-after": "Mon, 02 Mar 2026 09:35:00 GMT"}, DEFERRED, 300.0),
         (503, {"retry-after": "9999999"}, DEFERRED, RETRY_CAP),
         (500, {}, DEFERRED, None),
         (502, {"retry-after": "soon"}, DEFERRED, None),

@@ -1,4 +1,5 @@
-"""`nurture worker`: the arq worker with the relay, the sweeper and a heartbeat beside it."""
+"""`nurture worker`: the arq worker with the relay, the sweeper, the message sender and a heartbeat
+beside it."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from arq import Worker as ArqWorker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import func
 
+from channels.setup import build_sender
 from core.db import Database
 from core.events import Handler, Sweep
 from core.logging import get_logger
 from core.outbox import RedisNudge, set_nudge
 from core.retry import wait_or_stop
-from core.settings import Settings, get_settings
+from core.settings import Settings, get_settings, use_settings
 from worker.dispatch import DISPATCH_JOB, Dispatcher, dispatch_job
 from worker.registry import Registry, load_registry
 from worker.relay import Relay
@@ -32,6 +34,7 @@ log = get_logger("worker")
 QUEUE = "nurture:queue"
 HEARTBEAT_PREFIX = "nurture:worker:"
 HEARTBEAT_SECONDS = 5
+SEND_GRACE_SECONDS = 30.0  # how long a stopping worker lets its sender finish the pass it is in
 POLL_SECONDS = 0.02  # how often a worker looks for jobs it was not woken for (another relay queued them)
 
 
@@ -87,7 +90,7 @@ class Worker(ArqWorker):
 
 
 class Background:
-    """The loops a worker runs beside its jobs: relay, sweeper, heartbeat."""
+    """The loops a worker runs beside its jobs: relay, sweeper, message sender, heartbeat."""
 
     def __init__(self, settings: Settings, db: Database, queue: ArqRedis, registry: Registry,
                  worker: ArqWorker | None = None) -> None:
@@ -99,8 +102,10 @@ class Background:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         wake = worker.wake if isinstance(worker, Worker) else None
         self.relay = Relay(db, queue, registry, per_job=settings.events_per_job, on_queued=wake, name=self.worker_id)
+        self.sender = build_sender(db, settings)
         self.stop = asyncio.Event()
         self.tasks: list[asyncio.Task[None]] = []
+        self.sending: asyncio.Task[None] | None = None
         self.started = time.time()
 
     def start(self) -> None:
@@ -109,14 +114,22 @@ class Background:
             asyncio.create_task(self._sweep_loop()),
             asyncio.create_task(self._heartbeat_loop()),
         ]
+        self.sending = asyncio.create_task(self.sender.run(self.stop, self.settings.send_poll_seconds))
 
     async def close(self) -> None:
         self.stop.set()
+        if self.sending is not None:
+            # A pass in flight is let finish: cut off, its messages would be left `unknown`.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.sending), SEND_GRACE_SECONDS)
+            self.sending.cancel()
         for task in self.tasks:
             task.cancel()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        with contextlib.suppress(Exception):
+            await self.sender.close()
         with contextlib.suppress(Exception):
             await self.queue.delete(HEARTBEAT_PREFIX + self.worker_id)
 
@@ -148,6 +161,7 @@ class Background:
 async def start(ctx: dict[str, Any], settings: Settings, db: Database, registry: Registry,
                 worker: ArqWorker | None = None) -> Background:
     """Worker start-up: the dispatcher for the jobs, and the relay, sweeper and heartbeat loops."""
+    use_settings(settings)
     ctx["dispatcher"] = Dispatcher(db, registry, settings.job_max_tries, settings.job_retry_seconds)
     queue: ArqRedis = ctx["redis"]
     set_nudge(RedisNudge(queue))  # events a handler emits wake the relay too

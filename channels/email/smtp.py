@@ -139,7 +139,7 @@ class SmtpPool:
     `rate` (messages a second for the pool) and `domain_rate` (per recipient domain) pace messages
     before they take a connection; 0 is no limit. A 421 pauses the recipient domain: its messages are
     DEFERRED at once, with `retry_after`, for 60 s, doubling on each further 421 up to an hour, back to
-    60 s after a message to it is taken. `clock` and `sleep` are for tests."""
+    60 s once a message to it is taken after the pause. `clock` and `sleep` are for tests."""
 
     name = "email"
 
