@@ -33,8 +33,9 @@ from core.errors import Invalid
 from core.settings import Settings
 from leads.models import consents_t, leads_t
 
-# Suppressions that stop transactional mail too: the address does not work or the person complained.
-UNDELIVERABLE = ("hard_bounce", "complaint", "soft_bounces")
+# Suppressions that stop transactional messages too: the address does not work, the person complained,
+# or blocked the channel (replied STOP to a provider, blocked the bot).
+UNDELIVERABLE = ("hard_bounce", "complaint", "soft_bounces", "blocked")
 COUNTED = ("sending", "sent", "unknown")  # what the frequency cap counts: claimed or gone out
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from channels.base import Delivery
+from channels.http import BLOCKED, answer, http_client, json_body, refusal_outcome, retry_after, transport_outcome
 from channels.ledger import DEFERRED, FAILED, SENT, UNKNOWN, Outcome
-from channels.sms import BLOCKED, answer, http_client, json_body, refusal_outcome, retry_after, transport_outcome
 from core.errors import Invalid
 
 TELEGRAM_API = "https://api.telegram.org"

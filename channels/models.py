@@ -41,10 +41,13 @@ class Message(IdMixin, TimestampMixin, Base):
     links: Mapped[list[Any] | None]  # the trackable links as rendered: /t/c/{token} redirects to these only
     opened_at: Mapped[datetime | None]  # first open by a person (machine opens do not count)
     clicked_at: Mapped[datetime | None]  # first click by a person
+    delivery_status: Mapped[str | None] = mapped_column(String(20))  # the provider's receipt: delivered | undelivered
+    delivered_at: Mapped[datetime | None]
 
     __table_args__ = (
         Index("ix_messages_due", "state", "next_attempt_at"),
         Index("ix_messages_claimed", "state", "claimed_at"),
+        Index("ix_messages_provider_id", "channel", "provider_id"),
     )
 
 

@@ -20,12 +20,13 @@ from channels import content
 from channels.base import Channel, Delivery
 from channels.email.prepare import Mailer, prepare
 from channels.gate import Pacing, Verdict, judge
+from channels.http import BLOCKED
 from channels.ledger import DEFERRED, FAILED, SUPPRESSED, UNKNOWN, Outcome, claim_due, outcome_values, record_many
-from channels.models import messages_t
-from channels.templates import RenderError, TemplateInvalid
+from channels.models import messages_t, suppressions_t
 from core import clock
-from core.db import Database, one_of
+from core.db import Database, insert_ignore, one_of
 from core.errors import NurtureError
+from core.ids import new_id
 from core.logging import get_logger
 from core.retry import wait_or_stop
 
@@ -64,10 +65,15 @@ class Sender:
             await session.commit()
         going = [row for row in rows if verdicts[row.id].go]
         outcomes = await asyncio.gather(*(self._send(row, material) for row in going))
-        results = [(row.id, {**outcome_values(row.attempts, outcome, clock.now()), "links": links})
-                   for row, (outcome, links) in zip(going, outcomes, strict=True)]
+        results = [(row.id, {**outcome_values(row.attempts, outcome, clock.now()), **extra})
+                   for row, (outcome, extra) in zip(going, outcomes, strict=True)]
+        by_columns: dict[tuple[str, ...], list[tuple[uuid.UUID, dict[str, Any]]]] = {}
+        for result in results:
+            by_columns.setdefault(tuple(result[1]), []).append(result)
         async with self.db.sessions() as session:
-            await record_many(session, results)
+            for same in by_columns.values():
+                await record_many(session, same)
+            await _blocked(session, going, outcomes, clock.now())
             await session.commit()
         sent = Sent(claimed=len(rows))
         for verdict in verdicts.values():
@@ -95,31 +101,37 @@ class Sender:
         for adapter in self.adapters.values():
             await adapter.close()
 
-    async def _send(self, row: Row[Any], material: content.Material) -> tuple[Outcome, list[str] | None]:
+    async def _send(self, row: Row[Any], material: content.Material) -> tuple[Outcome, dict[str, Any]]:
+        """The outcome, and what else the ledger row keeps: an email's tracked links, a letter's text and
+        address (the print export reads them)."""
         adapter = self.adapters.get(row.channel)
         if adapter is None:
-            return Outcome(FAILED, reason=f"the {row.channel} channel is not configured"), None
+            return Outcome(FAILED, reason=f"the {row.channel} channel is not configured"), {}
         try:
-            delivery, links = self._delivery(row, material)
-        except (RenderError, TemplateInvalid, NurtureError) as exc:
-            return Outcome(FAILED, reason=f"could not be made: {_problem(exc)}"), None
+            delivery, extra = self._delivery(row, material)
+        except NurtureError as exc:  # a template that does not render for this recipient, a bad address
+            return Outcome(FAILED, reason=f"could not be made: {exc}"[:200]), {}
         try:
-            return await adapter.deliver(delivery), links
+            return await adapter.deliver(delivery), extra
         except Exception as exc:  # noqa: BLE001 - whether it went out cannot be told: never resent
             log.warning("adapter failed", channel=row.channel, message=str(row.id), error=repr(exc))
             unknown = Outcome(UNKNOWN, response=repr(exc)[:1000], reason="the send failed without a definite answer")
-            return unknown, links
+            return unknown, extra
 
-    def _delivery(self, row: Row[Any], material: content.Material) -> tuple[Delivery, list[str] | None]:
+    def _delivery(self, row: Row[Any], material: content.Material) -> tuple[Delivery, dict[str, Any]]:
         context = material.context(row)
         if row.channel == "email":
             prepared = prepare(self.mailer, row, material.email_template(row), context)
-            return prepared.delivery, prepared.links
+            return prepared.delivery, {"links": prepared.links}
         text = material.text(row, context)
         data = dict((row.payload or {}).get("data") or {})
-        if row.channel == "postal":
-            data = {**material.postal_address(row), **data}
-        return Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=data), None
+        delivery = Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=data)
+        if row.channel != "postal":
+            return delivery, {}
+        address = {**material.postal_address(row), **data}
+        letter = {**(row.payload or {}), "letter": {"text": text, "address": address}}
+        return Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=address), \
+            {"payload": letter}
 
 
 async def _hold(session: AsyncSession, rows: list[Row[Any]], verdicts: dict[uuid.UUID, Verdict],
@@ -138,10 +150,16 @@ async def _hold(session: AsyncSession, rows: list[Row[Any]], verdicts: dict[uuid
     await record_many(session, held)
 
 
-def _problem(exc: Exception) -> str:
-    if isinstance(exc, TemplateInvalid):
-        return "; ".join(str(p) for p in exc.problems)[:180]
-    return str(exc)[:180]
+async def _blocked(session: AsyncSession, rows: list[Row[Any]], outcomes: list[tuple[Outcome, Any]],
+                   now: Any) -> None:
+    """A recipient who blocked the channel (STOP to the SMS provider, the bot blocked) is suppressed
+    on that channel, so nothing more is tried."""
+    for row, (outcome, _) in zip(rows, outcomes, strict=True):
+        if outcome.state == FAILED and (outcome.reason or "").startswith(BLOCKED):
+            await session.execute(insert_ignore(session, suppressions_t).values(
+                id=new_id(), channel=row.channel, address=row.recipient.lower(), topic="", reason="blocked",
+                lead_id=row.lead_id, message_id=row.id, detail=(outcome.reason or "")[:500], created_at=now,
+            ))
 
 
 async def messages(session: AsyncSession, ids: list[uuid.UUID]) -> list[Row[Any]]:

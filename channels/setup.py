@@ -3,15 +3,21 @@ other channels that are configured, the DKIM keys, the pacing rules."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from channels.base import Channel
 from channels.email.capture import CaptureChannel
 from channels.email.dkim import Signer
 from channels.email.prepare import Mailer
 from channels.gate import Pacing
+from channels.messenger import TelegramChannel
+from channels.postal import PostalChannel
 from channels.sender import Sender
+from channels.sms import SmsChannel, provider_from_config
 from channels.tokens import MessageTokens
+from channels.webhook import WebhookChannel
 from core.db import Database
 from core.errors import Invalid
 from core.settings import Settings
@@ -57,7 +63,24 @@ def adapters(db: Database, settings: Settings) -> dict[str, Channel]:
             settings.smtp_url, connections=settings.smtp_connections, rate=settings.smtp_rate,
             domain_rate=settings.smtp_domain_rate,
         )
+    if settings.sms_provider.strip():
+        found["sms"] = SmsChannel(provider_from_config(json_setting(settings.sms_provider, "sms_provider")))
+    if settings.telegram_bot_token.strip():
+        found["messenger"] = TelegramChannel(settings.telegram_bot_token.strip())
+    allow = [cidr.strip() for cidr in settings.webhook_allow.split(",") if cidr.strip()]
+    found["webhook"] = WebhookChannel(settings.webhook_secret or settings.derived_secret("webhooks"), allow=allow)
+    found["postal"] = PostalChannel()
     return found
+
+
+def json_setting(text: str, field: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise Invalid(f"not JSON: {exc}", field=field) from None
+    if not isinstance(value, dict):
+        raise Invalid("a JSON object is expected", field=field)
+    return value
 
 
 def build_sender(db: Database, settings: Settings) -> Sender:

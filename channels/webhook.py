@@ -19,14 +19,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 import httpx
 import orjson
 
 from channels.base import Delivery
-from channels.ledger import DEFERRED, FAILED, RETRY_CAP, SENT, UNKNOWN, Outcome
+from channels.http import retry_after
+from channels.ledger import DEFERRED, FAILED, SENT, UNKNOWN, Outcome
 from core import clock
 from core.errors import Invalid
 from core.tokens import constant_time_equal, hmac_sha256
@@ -347,20 +347,6 @@ def _answered(status: int, headers: httpx.Headers, body: str) -> Outcome:
         return Outcome(FAILED, response=response,
                        reason=f"the receiver redirected ({status}) to {location}; redirects are not followed")
     if status in (408, 429) or 500 <= status < 600:
-        return Outcome(DEFERRED, response=response, retry_after=_retry_after(headers.get("retry-after")),
+        return Outcome(DEFERRED, response=response, retry_after=retry_after(headers.get("retry-after")),
                        reason=f"the receiver answered {status}")
     return Outcome(FAILED, response=response, reason=f"the receiver refused the message with {status}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (seconds or an HTTP date), capped at the ledger's longest wait."""
-    if not value or not (value := value.strip()):
-        return None
-    if value.isascii() and value.isdigit():
-        seconds = float(value)
-    else:
-        try:
-            seconds = (parsedate_to_datetime(value) - clock.now()).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(seconds, RETRY_CAP) if seconds > 0 else None

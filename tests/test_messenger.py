@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from channels.base import Delivery
+from channels.http import BLOCKED
 from channels.ledger import DEFERRED, FAILED, SENT, UNKNOWN
 from channels.messenger import TelegramChannel
-from channels.sms import BLOCKED
 from core.errors import Invalid
 
 TOKEN = "7071234567:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
