@@ -42,8 +42,8 @@ def message(kb: int) -> bytes:
     return raw
 
 
-def dkimpy_sign(key: DkimKey, raw: bytes) -> bytes:
-    """The message signed by dkimpy as the old Signer called it: PKCS#1 PEM for RSA, the base64 seed for Ed25519."""
+def dkimpy_signer(key: DkimKey, raw: bytes) -> Callable[[], bytes]:
+    """Signing `raw` with dkimpy as the old Signer did: PKCS#1 PEM for RSA, the base64 seed for Ed25519."""
     private = serialization.load_pem_private_key(key.private_pem.encode("ascii"), password=None)
     if isinstance(private, rsa_keys.RSAPrivateKey):
         secret = private.private_bytes(
@@ -53,13 +53,18 @@ def dkimpy_sign(key: DkimKey, raw: bytes) -> bytes:
         secret = base64.b64encode(private.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         ))
-    present = {line.split(b":", 1)[0].lower() for line in raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")}
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    present = {line.split(b":", 1)[0].lower() for line in head.split(b"\r\n") if line[:1] not in (b" ", b"\t")}
     headers = [name.encode("ascii") for name in SIGNED_HEADERS if name.lower().encode("ascii") in present]
-    return bytes(dkim.sign(
-        raw, key.selector.encode("ascii"), key.domain.encode("ascii"), secret,
-        canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=f"{key.algorithm}-sha256".encode("ascii"),
-        include_headers=headers, linesep=b"\r\n",
-    )) + raw
+
+    def sign() -> bytes:
+        return bytes(dkim.sign(
+            raw, key.selector.encode("ascii"), key.domain.encode("ascii"), secret,
+            canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=f"{key.algorithm}-sha256".encode("ascii"),
+            include_headers=headers, linesep=b"\r\n",
+        )) + raw
+
+    return sign
 
 
 def rate(sign: Callable[[], bytes], seconds: float) -> float:
@@ -86,8 +91,8 @@ def main() -> None:
         "rsa_per_s": round(rate(lambda: rsa.sign(raw), args.seconds), 1),
         "ed25519_per_s": round(rate(lambda: ed25519.sign(raw), args.seconds), 1),
         "both_per_s": round(rate(lambda: sign_all(raw, [rsa, ed25519]), args.seconds), 1),
-        "dkimpy_rsa_per_s": round(rate(lambda: dkimpy_sign(rsa_key, raw), args.seconds), 1),
-        "dkimpy_ed25519_per_s": round(rate(lambda: dkimpy_sign(ed25519_key, raw), args.seconds), 1),
+        "dkimpy_rsa_per_s": round(rate(dkimpy_signer(rsa_key, raw), args.seconds), 1),
+        "dkimpy_ed25519_per_s": round(rate(dkimpy_signer(ed25519_key, raw), args.seconds), 1),
     }))
 
 

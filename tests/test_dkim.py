@@ -1,6 +1,7 @@
 """DKIM as a receiver checks it: keys and the TXT records that publish them, signatures that verify
-against those records (rsa-sha256 and ed25519-sha256, alone and together) and stop verifying when the
-message is changed, and `nurture dkim new` as an operator runs it. DNS is a fake lookup: no network."""
+against those records (rsa-sha256 and ed25519-sha256, alone and together) whatever the message's
+whitespace, folding and line endings, and stop verifying when the message is changed, and `nurture dkim new`
+as an operator runs it. The receiver is dkimpy; DNS is a fake lookup: no network."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import dkim
@@ -18,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from channels.email.dkim import DkimKey, Signer, key_from_pem, new_key, sign_all, write_private_key
+from channels.email.dkim import SIGNED_HEADERS, DkimKey, Signer, key_from_pem, new_key, sign_all, write_private_key
 from core.errors import Conflict, Invalid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +38,8 @@ MESSAGE = (
     b"\r\n"
     b"Twenty percent off everything until Sunday.\r\n"
 )
+HEAD = MESSAGE[:MESSAGE.index(b"\r\n\r\n") + 4]  # the header block and the empty line after it
+ALGORITHMS = ["rsa", "ed25519"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +63,21 @@ def signed_header_names(signed: bytes) -> list[str]:
     h = re.search(rb"\bh=([^;]+);", field.replace(b"\r\n", b""))
     assert h is not None
     return [name.strip().decode() for name in h.group(1).split(b":")]
+
+
+def verifies(signed: bytes, idx: int, *published: DkimKey) -> bool:
+    """Whether the idx-th DKIM-Signature of the message verifies, as dkim.verify() says of the first."""
+    try:
+        return bool(dkim.DKIM(signed).verify(idx=idx, dnsfunc=dns(*published)))
+    except dkim.DKIMException:
+        return False
+
+
+def signature_field(signed: bytes, linesep: bytes = b"\r\n") -> list[bytes]:
+    """The lines of the first DKIM-Signature field of a signed message, without their line endings."""
+    lines = signed.split(linesep)
+    end = next(i for i in range(1, len(lines)) if not lines[i].startswith(b"\t"))
+    return lines[:end]
 
 
 @pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
@@ -122,6 +141,166 @@ def test_a_message_with_lf_line_endings_is_signed_with_lf_and_verifies(keys: dic
 
     assert b"\r" not in signed
     assert dkim.verify(signed, dnsfunc=dns(keys["rsa"]))
+
+
+BODIES = {
+    "whitespace at the end of lines": b"Twenty percent off  \r\neverything\t \r\nuntil Sunday. \t \r\n",
+    "runs of spaces and tabs inside lines": b"Twenty \t  percent\t\toff\r\n  everything.\r\n",
+    "whitespace-only lines at the end": b"Twenty percent off.\r\n \r\n\t\r\n  \t \r\n",
+    "many empty lines at the end": b"Twenty percent off.\r\n" + b"\r\n" * 200,
+    "no line ending at the end": b"Twenty percent off.\r\nUntil Sunday.",
+    "an empty body": b"",
+    "only empty lines": b"\r\n\r\n\r\n",
+    "empty lines inside": b"Twenty percent off.\r\n\r\n\r\nUntil Sunday.\r\n",
+    "a carriage return inside a line": b"Twenty percent\roff.\r\n",
+    "bare line feeds": b"Twenty percent off.\nUntil Sunday.\r\nCheers.\n\n",
+    "8-bit text": "Скидка  20% на всё \r\nдо воскресенья.\r\n".encode(),
+}
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("body", BODIES.values(), ids=BODIES.keys())
+def test_a_body_verifies_whatever_its_whitespace_and_empty_lines(
+    keys: dict[str, DkimKey], algorithm: str, body: bytes
+) -> None:
+    signed = Signer.for_key(keys[algorithm]).sign(HEAD + body)
+
+    assert dkim.verify(signed, dnsfunc=dns(keys[algorithm]))
+
+
+def test_a_message_of_headers_only_verifies(keys: dict[str, DkimKey]) -> None:
+    for message in (HEAD[:-2], HEAD[:-4]):  # no empty line after the header, and no line ending at all
+        assert dkim.verify(Signer.for_key(keys["ed25519"]).sign(message), dnsfunc=dns(keys["ed25519"]))
+
+
+def test_whitespace_ending_a_body_without_a_line_ending_is_signed_as_smtp_delivers_it(
+    keys: dict[str, DkimKey],
+) -> None:
+    # An SMTP client ends the message with CRLF whatever it is handed; the receiver checks that.
+    signed = Signer.for_key(keys["rsa"]).sign(HEAD + b"Until Sunday. \t ")
+
+    assert dkim.verify(signed + b"\r\n", dnsfunc=dns(keys["rsa"]))
+
+
+FOLDED = (
+    b"From: =?utf-8?q?Shop?=\r\n  <news@example.com>\r\n"
+    b"To: ivan@example.org,\r\n\tmaria@example.org, \r\n  petr@example.org\r\n"
+    b"Subject:Spring\r\n sale,  \t twenty\r\n\tpercent off   \r\n"
+    b"Date:   Mon, 02 Mar 2026 09:00:00 +0000\r\n"
+    b"Message-ID: <m1@example.com>\r\n"
+    b"X-Mailer: nurture\r\n"
+    b"\r\n"
+    b"Twenty percent off everything until Sunday.\r\n"
+)
+UTF8 = (
+    "From: Магазин <news@example.com>\r\n"
+    "To: Иван <ivan@example.org>\r\n"
+    "Subject: Весенняя  распродажа \r\n"
+    "\r\n"
+    "Скидка 20% на всё.\r\n"
+).encode()
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("message", [FOLDED, UTF8], ids=["folded headers", "8-bit header text"])
+@pytest.mark.parametrize("linesep", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_folded_and_8_bit_headers_verify_with_crlf_or_lf(
+    keys: dict[str, DkimKey], algorithm: str, message: bytes, linesep: bytes
+) -> None:
+    signed = Signer.for_key(keys[algorithm]).sign(message.replace(b"\r\n", linesep))
+
+    assert dkim.verify(signed, dnsfunc=dns(keys[algorithm]))
+    assert signed_header_names(signed)[:3] == ["from", "to", "subject"]
+
+
+def test_a_repeated_header_is_signed_from_its_bottom_most_instance(keys: dict[str, DkimKey]) -> None:
+    # RFC 6376 5.4.2: h= names "to" once, which stands for the last To field.
+    message = HEAD.replace(b"X-Mailer: nurture\r\n", b"To: maria@example.org\r\n") + b"Hello.\r\n"
+    signed = Signer.for_key(keys["ed25519"]).sign(message)
+
+    assert signed_header_names(signed).count("to") == 1
+    assert dkim.verify(signed, dnsfunc=dns(keys["ed25519"]))
+    assert not dkim.verify(signed.replace(b"To: maria@", b"To: mallory@"), dnsfunc=dns(keys["ed25519"]))
+    assert dkim.verify(signed.replace(b"To: ivan@", b"To: mallory@"), dnsfunc=dns(keys["ed25519"]))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(
+    ("original", "changed"),
+    [
+        (b"until Sunday.\r\n", b"until Sunday.\r\nAnd Monday.\r\n"),
+        (b"Twenty percent", b"Twenty  per cent"),
+        (b"From: Shop <news@", b"From: Shop <sales@"),
+        (b"To: ivan@example.org\r\n", b""),
+        (b"Date: Mon, 02 Mar", b"Date: Tue, 03 Mar"),
+        (b"Content-Type: text/plain", b"Content-Type: text/html"),
+        (b"X-Mailer: nurture\r\n", b"X-Mailer: nurture\r\nSubject: Ninety percent off\r\n"),
+    ],
+    ids=["line added to the body", "word changed in the body", "from", "to removed", "date", "content-type",
+         "second subject below the signed one"],
+)
+def test_a_change_to_the_body_or_a_signed_header_fails(
+    keys: dict[str, DkimKey], algorithm: str, original: bytes, changed: bytes
+) -> None:
+    signed = Signer.for_key(keys[algorithm]).sign(MESSAGE)
+    assert original in signed
+
+    assert not dkim.verify(signed.replace(original, changed, 1), dnsfunc=dns(keys[algorithm]))
+
+
+def test_a_header_that_is_not_signed_may_change(keys: dict[str, DkimKey]) -> None:
+    signed = Signer.for_key(keys["rsa"]).sign(MESSAGE)
+
+    assert dkim.verify(signed.replace(b"X-Mailer: nurture", b"X-Mailer: relay 2.0"), dnsfunc=dns(keys["rsa"]))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("linesep", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_the_signature_field_is_folded_with_tabs_in_short_lines_of_the_message_own_line_ending(
+    keys: dict[str, DkimKey], frozen_now: datetime, algorithm: str, linesep: bytes
+) -> None:
+    all_signed = b"".join(f"{name}: x\r\n".encode() for name in SIGNED_HEADERS[7:])
+    message = HEAD.replace(b"X-Mailer: nurture\r\n", all_signed).replace(b"\r\n", linesep) + b"Hello." + linesep
+    signed = Signer.for_key(keys[algorithm]).sign(message)
+
+    lines = signature_field(signed, linesep)
+    assert signed == linesep.join(lines) + linesep + message
+    assert all(len(line) <= 78 for line in lines) and all(line.startswith(b"\t") for line in lines[1:])
+    assert b"\r" not in signed if linesep == b"\n" else signed.count(b"\n") == signed.count(b"\r\n")
+    tags = dkim.util.parse_tag_value(re.sub(rb"\r?\n\t", b"", b"".join(lines)).partition(b":")[2])
+    assert list(tags) == [b"v", b"a", b"c", b"d", b"s", b"t", b"h", b"bh", b"b"]
+    assert tags[b"t"] == str(int(frozen_now.timestamp())).encode()
+    assert signed_header_names(signed) == [name.lower() for name in SIGNED_HEADERS]
+    assert dkim.verify(signed, dnsfunc=dns(keys[algorithm]))
+
+
+def test_signing_all_at_once_gives_each_signer_own_signature_and_all_verify(frozen_now: datetime) -> None:
+    rsa_key, ed_key = new_key("rsa", "r2026", "example.com"), new_key("ed25519", "e2026", "example.com")
+    rsa_signer, ed_signer = Signer.for_key(rsa_key), Signer.for_key(ed_key)
+    message = FOLDED.replace(b"\r\n", b"\n")
+
+    signed = sign_all(message, [rsa_signer, ed_signer])
+
+    # Both algorithms are deterministic, and the clock is frozen: the same fields as signing one by one.
+    assert signed == rsa_signer.signature(message) + ed_signer.signature(message) + message
+    assert verifies(signed, 0, rsa_key, ed_key) and verifies(signed, 1, rsa_key, ed_key)
+    tampered = signed.replace(b"until Sunday", b"until Monday")
+    assert not verifies(tampered, 0, rsa_key, ed_key) and not verifies(tampered, 1, rsa_key, ed_key)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"From: news@example.com\r\nNot a header\r\nTo: ivan@example.org\r\n",
+        b" folded: before anything\r\nFrom: news@example.com\r\n",
+        b"From: news@example.com\r\nBad Name: x\r\n",
+    ],
+    ids=["line without a colon", "continuation first", "space in a name"],
+)
+def test_a_header_with_a_line_that_is_not_a_field_cannot_be_signed(keys: dict[str, DkimKey], head: bytes) -> None:
+    with pytest.raises(Invalid) as caught:
+        Signer.for_key(keys["ed25519"]).sign(head + b"\r\nHello.\r\n")
+    assert caught.value.field == "message"
 
 
 def test_a_message_without_from_cannot_be_signed(keys: dict[str, DkimKey]) -> None:

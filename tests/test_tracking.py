@@ -7,10 +7,10 @@ from __future__ import annotations
 import email
 import re
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
-from collections.abc import Iterator
 from typing import Any
 
 import httpx

@@ -39,7 +39,7 @@ _FIELD = re.compile(rb"([!-9;-~]+):([^\n]*\n(?:[ \t][^\n]*\n)*)")
 _BARE_LF = re.compile(rb"\n(?<!\r\n)")
 _SPACE_BEFORE_SPACE_OR_CR = re.compile(rb" [ \r]")
 _SPACES = re.compile(rb"  +")
-_EMPTY_LINES_AT_END = re.compile(rb"(?:\r\n)*\Z")
+_EMPTY_LINES_AT_END = re.compile(rb"(?:\r\n)*\Z")  # searched from near the end only
 _SIGNED = tuple(name.lower().encode("ascii") for name in SIGNED_HEADERS)
 
 
@@ -162,16 +162,17 @@ class Signer:
             field.add(name + b":", glue=b"")
         field.add(last + b";", glue=b"")
         field.add(b"bh=")
-        field.add_base64(message.body_hash + b";")
+        field.add_base64(message.body_hash)
+        field.add(b";", glue=b"")
         field.add(b"b=")
         # b= signs the signed header fields, then this field with b= empty and no line ending (RFC 6376 3.7).
-        unsigned = field.text(b"\r\n")[len(b"DKIM-Signature:"):]
+        unsigned = field.text(message.linesep)[len(b"DKIM-Signature:"):]
         signed = message.signed_headers + _relaxed_header(b"dkim-signature", unsigned)
         if isinstance(self._private, rsa.RSAPrivateKey):
-            b = self._private.sign(signed, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            b = self._private.sign(hashlib.sha256(signed).digest())  # RFC 8463: Ed25519 signs the SHA-256 hash
-        field.add_base64(base64.b64encode(b))
+            signature = self._private.sign(signed, padding.PKCS1v15(), hashes.SHA256())
+        else:  # RFC 8463: Ed25519 signs the SHA-256 hash of the data, not the data
+            signature = self._private.sign(hashlib.sha256(signed).digest())
+        field.add_base64(base64.b64encode(signature))
         return field.text(message.linesep) + message.linesep
 
 
@@ -186,7 +187,7 @@ def sign_all(message: bytes, signers: Sequence[Signer]) -> bytes:
 class _Canonical:
     """What a signature covers in one message, worked out once however many keys sign it."""
 
-    signed_names: list[bytes]  # h=: the SIGNED_HEADERS the message has, lower-cased
+    signed_names: tuple[bytes, ...]  # h=: the SIGNED_HEADERS the message has, lower-cased
     signed_headers: bytes  # those fields in relaxed form, each ending in CRLF
     body_hash: bytes  # bh=: base64 of the SHA-256 of the body in relaxed form
     linesep: bytes  # the message's own line ending, for the DKIM-Signature field
@@ -198,13 +199,13 @@ class _Canonical:
         if b"from" not in fields:
             raise Invalid("a message to sign needs a From header", field="message")
         # h= names each field once, which stands for its bottom-most instance (RFC 6376 5.4.2).
-        names = [name for name in _SIGNED if name in fields]
-        first_line_end = message.find(b"\n")
+        names = tuple(name for name in _SIGNED if name in fields)
+        first_line = message[:message.find(b"\n") + 1]
         return cls(
             signed_names=names,
             signed_headers=b"".join([_relaxed_header(name, fields[name]) + b"\r\n" for name in names]),
             body_hash=base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest()),
-            linesep=b"\r\n" if message[first_line_end - 1:first_line_end] == b"\r" else b"\n",
+            linesep=b"\r\n" if first_line.endswith(b"\r\n") else b"\n",
         )
 
 
@@ -241,7 +242,8 @@ def _fields(head: bytes) -> dict[bytes, bytes]:
 
 
 def _relaxed_header(name: bytes, value: bytes) -> bytes:
-    """RFC 6376 3.4.2: lower-case name, value unfolded, runs of whitespace made one space, none around the colon."""
+    """RFC 6376 3.4.2 for a lower-cased name: the value unfolded, runs of whitespace made one space, and none
+    around the colon."""
     # split() also cuts at VT, FF and a lone CR, none of which a header field may hold (RFC 5322 2.2).
     return name + b":" + b" ".join(value.split())
 
