@@ -12,6 +12,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels.models import Template
+from channels.starters import starter
 from leads.intake.forms import FormIn, create_form
 from leads.models import Channel, Form, Lead, TrackingNumber
 from leads.schemas import ConsentIn, clean_profile
@@ -44,7 +46,8 @@ DEMO_LEADS = [
 
 
 async def seed_demo(session: AsyncSession) -> bool:
-    """Create the demo form, tracking number and a few leads, only in an empty database.
+    """Create the demo form, tracking number, a few leads and the ready email templates (ru and en),
+    only in an empty database.
 
     Returns False (and touches nothing) when there are already leads or forms. Never commits.
     """
@@ -84,6 +87,13 @@ async def seed_demo(session: AsyncSession) -> bool:
             session, clean_profile(profile, "RU"), origin, "form_submitted",
             activity_data={"form": DEMO_FORM, "values": {}}, tags=["demo"], consents=consents,
         )
+    for name, topic in (("welcome", "news"), ("webinar", "webinars")):
+        for locale in ("ru", "en"):
+            ready = starter(name, locale)
+            session.add(Template(
+                key=f"{name}-{locale}", name=f"{name.capitalize()} ({locale})", channel="email", kind=ready.kind,
+                topic=topic, locale=locale, subject=ready.subject, preheader=ready.preheader, body=ready.body,
+            ))
     await session.flush()
     return True
 

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     require_consent: bool = Field(
         default=False, description="Marketing only with a granted consent (withdrawn or pending stops it anyway)"
     )
-    consent_purpose: str = Field(default="marketing", description="Consent purpose marketing messages need")
+    consent_purpose: str = Field(default="marketing_email", description="Consent purpose marketing messages need")
     soft_bounce_limit: int = Field(default=3, ge=1, description="Soft bounces within the window that count as hard")
     soft_bounce_days: float = Field(default=7.0, gt=0, description="The soft-bounce window")
     sms_provider: str = Field(

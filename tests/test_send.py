@@ -133,7 +133,7 @@ async def test_unsubscribed_bounced_erased_and_withdrawn_leads_are_suppressed_no
         session.add_all([
             Suppression(channel="email", address="u@example.ru", topic="", reason="unsubscribed", created_at=now),
             Suppression(channel="email", address="b@example.ru", topic="", reason="hard_bounce", created_at=now),
-            Consent(lead_id=withdrawn, purpose="marketing", granted=False, source="api"),
+            Consent(lead_id=withdrawn, purpose="marketing_email", granted=False, source="api"),
         ])
         await session.commit()
     ids = {

@@ -194,7 +194,7 @@ async def test_double_opt_in_mails_a_confirmation_and_the_post_confirms(
 ) -> None:
     form = {
         "key": "newsletter", "name": "Рассылка", "fields": [{"name": "email", "label": "Email", "type": "email"}],
-        "consent": {"purpose": "marketing", "wording": "Согласен получать письма", "required": True},
+        "consent": {"purpose": "marketing_email", "wording": "Согласен получать письма", "required": True},
         "double_opt_in": True,
     }
     assert (await client.post("/v1/forms", json=form, headers=admin_headers)).status_code == 201, "form"

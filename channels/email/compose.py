@@ -156,7 +156,9 @@ def _unstructured(value: str, used: int) -> str:
 
 def _encoded_words(value: str) -> str:
     """RFC 2047 B-encoded words of at most 75 characters each, never splitting a character, one per line."""
-    words, chunk, size = [], [], 0
+    words: list[str] = []
+    chunk: list[str] = []
+    size = 0
     for char in value:
         width = len(char.encode("utf-8"))
         if size + width > ENCODED_WORD_BYTES:
