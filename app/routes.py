@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 def include_routers(app: FastAPI) -> None:
     from app import api_keys, demo
+    from channels import api as channel_api
     from channels import hooks as channel_hooks
     from channels import pages as channel_pages
     from leads.api import routers as lead_routers
@@ -17,6 +18,7 @@ def include_routers(app: FastAPI) -> None:
         app.include_router(router)
     app.include_router(scoring_api.router)
     app.include_router(channel_pages.router)
+    app.include_router(channel_api.router)
     app.include_router(channel_hooks.router)
     app.include_router(channel_hooks.exports)
     app.include_router(api_keys.router)

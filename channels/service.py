@@ -37,6 +37,7 @@ from channels.setup import mailer
 from channels.starters import STARTERS, starter
 from channels.templates import (
     EmailTemplate,
+    Kind,
     SmsInfo,
     TemplateInvalid,
     compile_email,
@@ -264,7 +265,7 @@ async def preview(session: AsyncSession, template: SavedTemplate, body: Template
                               else None)
 
 
-def _kind(value: str) -> Any:
+def _kind(value: str) -> Kind:
     return "transactional" if value == "transactional" else "marketing"
 
 

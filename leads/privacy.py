@@ -233,7 +233,8 @@ async def export_lead(session: AsyncSession, lead: Lead) -> dict[str, Any]:
 
 
 def _columns(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+    """The row's values; a stored raw message (bytes, loaded only on demand) is left out."""
+    return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key != "raw"}
 
 
 def _profile(lead: Lead) -> dict[str, Any]:

@@ -228,6 +228,16 @@ async def real_ids(client: httpx.AsyncClient, headers: dict[str, str], names: se
     if "key_id" in names:
         spare = {"name": "spare", "scopes": ["leads:read"]}
         ids["key_id"] = (await _created(client, headers, "/v1/api-keys", json=spare))["id"]
+    if names & {"template_key", "message_id"}:
+        starter = {"starter": "welcome", "locale": "ru", "key": "fuzz", "name": "Добро пожаловать"}
+        ids["template_key"] = (await _created(client, headers, "/v1/templates/from-starter", json=starter))["key"]
+    if "message_id" in names:
+        sent = await client.post("/v1/templates/fuzz/test", headers=headers, json={"to": "fuzz@example.ru"})
+        assert sent.status_code == 202, sent.text
+        ids["message_id"] = sent.json()["message_id"]
+    if "suppression_id" in names:
+        suppression = {"channel": "email", "address": "fuzz@example.ru", "detail": "по просьбе"}
+        ids["suppression_id"] = (await _created(client, headers, "/v1/suppressions", json=suppression))["id"]
     if "import_id" in names:
         csv = "Почта;Имя\nivan@example.ru;Иван\n".encode()
         run = await _created(

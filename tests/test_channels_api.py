@@ -324,8 +324,7 @@ async def test_a_test_send_is_queued_sent_and_shows_in_the_captured_outbox(
     assert "Здравствуйте, Светлана! Компания: Ромашка" in detail["text"]
     assert "Здравствуйте, Светлана!" in detail["html"]
     assert f"{settings.base_url}/u/" in detail["text"]  # the sender gave the unsubscribe link
-    assert ["To", "tester@example.ru"] in detail["headers"] or any(
-        name == "To" and "tester@example.ru" in value for name, value in detail["headers"])
+    assert any(name == "To" and "tester@example.ru" in value for name, value in detail["headers"])
 
     raw = await client.get(f"/v1/outbox/messages/{mail['id']}/raw", headers=marketer)
     assert raw.status_code == 200 and raw.headers["content-type"].startswith("message/rfc822")
@@ -379,13 +378,13 @@ async def test_messages_list_filters_and_pages_newest_first(
     assert await keys(campaign="spring", lead_id=str(anna)) == ["k1"]
 
     seen, cursor = [], None
-    while True:
+    for _ in range(len(specs) + 1):  # a cursor that never ends must fail the test, not hang it
         page = (await client.get("/v1/messages", params={"limit": 1, **({"cursor": cursor} if cursor else {})},
                                  headers=marketer)).json()
         seen += [m["idempotency_key"] for m in page["items"]]
         if not (cursor := page["next_cursor"]):
             break
-    assert seen == ["k4", "k3", "k2", "k1"]
+    assert seen == ["k4", "k3", "k2", "k1"] and cursor is None
 
     one = (await client.get(f"/v1/messages/{ids['k2']}", headers=marketer)).json()
     assert (one["state"], one["reason"], one["campaign"], one["lead_id"]) == (
