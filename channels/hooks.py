@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -153,12 +154,13 @@ exports = APIRouter(prefix="/v1/postal", tags=["postal"])
 
 
 @exports.get("/export.csv", response_class=Response)
-async def postal_export(session: SessionDep, _key: Reader, campaign: str | None = None,
+async def postal_export(session: SessionDep, _key: Reader,
+                        campaign: Annotated[str | None, Query(max_length=100)] = None,
                         since: datetime | None = None, until: datetime | None = None, excel: bool = False) -> Response:
     """The letters sent through the postal channel, for the print house (CSV, UTF-8; `excel`: with a
     BOM and ';' for Excel in a Russian locale)."""
     out = io.StringIO(newline="")
     await export(session, out, campaign=campaign, since=since, until=until, excel=excel)
-    name = f"letters-{campaign or 'all'}.csv"
+    name = "letters-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", campaign or "").strip("-.") or "all")[:80] + ".csv"
     return Response(out.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": f'attachment; filename="{name}"'})
