@@ -58,6 +58,7 @@ async def _provider(request: Request, settings: Settings) -> tuple[SmsProvider, 
     provider = provider_from_config(json_setting(settings.sms_provider, "sms_provider"))
     body = await read_body(request, MAX_HOOK_BYTES)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)  # what Twilio signs
     if media == "application/json":
         try:
             fields = json.loads(body)
@@ -66,7 +67,6 @@ async def _provider(request: Request, settings: Settings) -> tuple[SmsProvider, 
         if not isinstance(fields, dict):
             raise Invalid("a JSON object is expected", field="body")
     elif media in ("application/x-www-form-urlencoded", ""):
-        pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         fields = dict(pairs)
     else:
         raise UnsupportedMediaType("post the receipt as a form or JSON", field="content-type")
@@ -75,7 +75,7 @@ async def _provider(request: Request, settings: Settings) -> tuple[SmsProvider, 
         if request.url.query:
             url += f"?{request.url.query}"
         signature = request.headers.get("x-twilio-signature", "")
-        if not provider.signed(url, parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True), signature):
+        if not provider.signed(url, pairs, signature):
             raise Unauthorized("the Twilio signature does not match", field="x-twilio-signature")
     elif not constant_time_equal(request.query_params.get("key", ""), hook_key(settings)):
         raise Unauthorized("the key in the URL is not this install's", field="key")

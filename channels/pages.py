@@ -179,8 +179,8 @@ async def optin_confirm(token: str, request: Request, session: SessionDep, setti
     words = _WORDS[locale]
     try:
         first = await tracking.confirm_optin(session, _tokens(settings), token, client_ip(request, settings))
-    except (Forbidden, NotFound) as exc:
-        return _page(locale, 404 if isinstance(exc, NotFound | Forbidden) else 409, message=words["unknown"])
+    except (Forbidden, NotFound):
+        return _page(locale, 404, message=words["unknown"])
     except NurtureError as exc:
         return _page(locale, exc.status, message=exc.message)
     await session.commit()

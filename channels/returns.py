@@ -161,20 +161,23 @@ async def forget(session: AsyncSession, lead_ids: list[uuid.UUID], secret: str) 
     await session.execute(update(messages_t).where(m.lead_id.in_(lead_ids)).values(
         recipient="erased", payload={}, links=None, response=None,
     ))
-    for table in (suppressions_t, bounces_t):
-        rows = (await session.execute(
-            select(table.c.id, table.c.address, *([table.c.channel] if table is suppressions_t else []))
-            .where(table.c.lead_id.in_(lead_ids), table.c.address.not_like("hash:%"))
-        )).all()
-        for row in rows:
-            channel = row.channel if table is suppressions_t else "email"
-            hashed = address_hash(secret, channel, row.address)
-            if table is suppressions_t and await session.scalar(
-                select(table.c.id).where(table.c.channel == channel, table.c.address == hashed,
-                                         table.c.topic == select(table.c.topic).where(table.c.id == row.id)
-                                         .scalar_subquery())
-            ):
-                await session.execute(delete(table).where(table.c.id == row.id))  # the hashed twin is kept
-                continue
-            blanked = {"address": hashed} if table is suppressions_t else {"address": hashed, "diagnostic": ""}
-            await session.execute(update(table).where(table.c.id == row.id).values(blanked))
+    s = suppressions_t.c
+    held = (await session.execute(
+        select(s.id, s.channel, s.address, s.topic).where(s.lead_id.in_(lead_ids), s.address.not_like("hash:%"))
+    )).all()
+    for row in held:
+        hashed = address_hash(secret, row.channel, row.address)
+        twin = await session.scalar(select(s.id).where(s.channel == row.channel, s.address == hashed,
+                                                       s.topic == row.topic))
+        if twin is not None:
+            await session.execute(delete(suppressions_t).where(s.id == row.id))  # the hashed twin is kept
+        else:
+            await session.execute(update(suppressions_t).where(s.id == row.id).values(address=hashed))
+    b = bounces_t.c
+    bounced = (await session.execute(
+        select(b.id, b.address).where(b.lead_id.in_(lead_ids), b.address.not_like("hash:%"))
+    )).all()
+    for bounce_id, address in bounced:
+        await session.execute(update(bounces_t).where(b.id == bounce_id).values(
+            address=address_hash(secret, "email", address), diagnostic="",
+        ))

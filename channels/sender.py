@@ -125,13 +125,11 @@ class Sender:
             return prepared.delivery, {"links": prepared.links}
         text = material.text(row, context)
         data = dict((row.payload or {}).get("data") or {})
-        delivery = Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=data)
-        if row.channel != "postal":
-            return delivery, {}
-        address = {**material.postal_address(row), **data}
-        letter = {**(row.payload or {}), "letter": {"text": text, "address": address}}
-        return Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=address), \
-            {"payload": letter}
+        extra: dict[str, Any] = {}
+        if row.channel == "postal":
+            data = {**material.postal_address(row), **data}
+            extra["payload"] = {**(row.payload or {}), "letter": {"text": text, "address": data}}
+        return Delivery(message_id=row.id, recipient=row.recipient, kind=row.kind, text=text, data=data), extra
 
 
 async def _hold(session: AsyncSession, rows: list[Row[Any]], verdicts: dict[uuid.UUID, Verdict],

@@ -99,6 +99,15 @@ async def _message(session: AsyncSession, message_id: uuid.UUID) -> Any:
     return (await session.execute(query.where(m.id == message_id))).first()
 
 
+async def _unsubscribe_message(session: AsyncSession, tokens: MessageTokens, token: str) -> Any:
+    """The message an unsubscribe token names; Forbidden for a bad token, NotFound once it is gone."""
+    message_id, _ = tokens.read("unsubscribe", token)
+    message = await _message(session, message_id)
+    if message is None:
+        raise NotFound("this link is not known (the message may have been erased)", field="token")
+    return message
+
+
 @dataclass(frozen=True)
 class Preferences:
     """What the unsubscribe page shows for the message's recipient."""
@@ -111,10 +120,7 @@ class Preferences:
 
 
 async def preferences(session: AsyncSession, tokens: MessageTokens, token: str) -> Preferences:
-    message_id, _ = tokens.read("unsubscribe", token)
-    message = await _message(session, message_id)
-    if message is None:
-        raise NotFound("this link is not known (the message may have been erased)", field="token")
+    message = await _unsubscribe_message(session, tokens, token)
     t, s = templates_t.c, suppressions_t.c
     topics = sorted(set(await session.scalars(
         select(t.topic).where(t.kind == "marketing", t.archived_at.is_(None), t.topic.is_not(None))
@@ -131,10 +137,7 @@ async def unsubscribe(session: AsyncSession, tokens: MessageTokens, token: str, 
                       source: str, ip: str | None, consent_purpose: str) -> Preferences:
     """Stop marketing to the message's recipient: every topic (`topics` None) or those listed. Takes
     effect at once: the sender checks suppressions when it sends. Idempotent."""
-    message_id, _ = tokens.read("unsubscribe", token)
-    message = await _message(session, message_id)
-    if message is None:
-        raise NotFound("this link is not known (the message may have been erased)", field="token")
+    message = await _unsubscribe_message(session, tokens, token)
     address, now = message.recipient.lower(), clock.now()
     for topic in topics if topics is not None else [UNSUBSCRIBE_ALL]:
         await session.execute(insert_ignore(session, suppressions_t).values(
@@ -154,10 +157,7 @@ async def resubscribe(session: AsyncSession, tokens: MessageTokens, token: str, 
                       consent_purpose: str) -> Preferences:
     """The recipient changed their mind on the page: their unsubscribes are lifted (bounces and
     complaints stay) and the consent is granted again."""
-    message_id, _ = tokens.read("unsubscribe", token)
-    message = await _message(session, message_id)
-    if message is None:
-        raise NotFound("this link is not known (the message may have been erased)", field="token")
+    message = await _unsubscribe_message(session, tokens, token)
     s = suppressions_t.c
     await session.execute(delete(suppressions_t).where(
         s.channel == message.channel, s.address == message.recipient.lower(), s.reason == "unsubscribed"
