@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -16,35 +15,17 @@ from channels.http import BLOCKED
 from channels.ledger import DEFERRED, FAILED, SENT, UNKNOWN
 from channels.messenger import TelegramChannel
 from core.errors import Invalid
+from tests.fakes import Answer, Remote
 
 TOKEN = "7071234567:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 SEND_URL = f"https://api.telegram.org/bot{TOKEN}/sendMessage"
 CHAT = "123456789"
 MESSAGE_ID = uuid.UUID("0192f0c4-7d4e-7000-8000-000000000002")
 
-Answer = httpx.Response | type[httpx.TransportError] | Callable[[httpx.Request], httpx.Response]
 
 
-class BotApi:
-    """Telegram's side: keeps every request and answers with what it was given."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-        self.transport = httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answer
-        if isinstance(answer, httpx.Response):
-            return answer
-        if isinstance(answer, type):
-            raise answer(f"no answer from {request.url}", request=request)  # as a careless message would
-        return answer(request)
-
-
-def bot(answer: Answer, parse_mode: str | None = None) -> tuple[TelegramChannel, BotApi]:
-    api = BotApi(answer)
+def bot(answer: Answer, parse_mode: str | None = None) -> tuple[TelegramChannel, Remote]:
+    api = Remote(answer)
     return TelegramChannel(TOKEN, transport=api.transport, parse_mode=parse_mode), api
 
 
@@ -225,7 +206,7 @@ async def test_the_channel_sends_with_connect_5_s_and_read_15_s_timeouts_and_clo
 
 
 async def test_a_client_given_to_the_channel_is_left_open_for_its_owner() -> None:
-    async with httpx.AsyncClient(transport=BotApi(SENT_REPLY).transport) as client:
+    async with httpx.AsyncClient(transport=Remote(SENT_REPLY).transport) as client:
         channel = TelegramChannel(TOKEN, client=client)
         assert (await channel.deliver(message())).state == SENT
         await channel.close()

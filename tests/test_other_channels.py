@@ -31,6 +31,7 @@ from core import clock
 from core.db import Database
 from core.settings import Settings, use_settings
 from tests.conftest import make_key
+from tests.fakes import Remote
 from tests.test_send import add_lead, message
 
 GATEWAY = {"url": "https://sms.example.net/send", "body": {"phone": "{to}", "msg": "{text}"}, "id_field": "data.id"}
@@ -48,18 +49,6 @@ def settings(settings: Settings) -> Iterator[Settings]:
     use_settings(here)
     yield here
     use_settings(None)
-
-
-class Provider:
-    """The outside service: records what it was sent, answers what it is told to."""
-
-    def __init__(self, status: int = 200, body: Any = None) -> None:
-        self.requests: list[httpx.Request] = []
-        self.status, self.body = status, body
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return httpx.Response(self.status, json=self.body)
 
 
 def sender_with(db: Database, settings: Settings, adapters: dict[str, Channel]) -> Sender:
@@ -85,8 +74,8 @@ async def queue(db: Database, channel: str, recipient: str, lead_id: uuid.UUID |
 async def test_an_sms_is_rendered_for_the_lead_sent_and_its_receipt_marks_it_delivered(
     client: httpx.AsyncClient, db: Database, settings: Settings
 ) -> None:
-    gateway = Provider(body={"data": {"id": "gw-1001"}})
-    sms = SmsChannel(GenericSmsProvider.from_dict(GATEWAY, transport=httpx.MockTransport(gateway)))
+    gateway = Remote.json(body={"data": {"id": "gw-1001"}})
+    sms = SmsChannel(GenericSmsProvider.from_dict(GATEWAY, transport=gateway.transport))
     sender = sender_with(db, settings, {"sms": sms})
     lead_id = await add_lead(db, phone=PHONE)
     await add_text_template(db, "sms-webinar", "sms", "{{ lead.first_name }}, вебинар завтра в 11:00. Ждём!")
@@ -110,9 +99,9 @@ async def test_an_sms_is_rendered_for_the_lead_sent_and_its_receipt_marks_it_del
 async def test_a_stop_reply_stops_every_sms_to_the_number_and_start_lifts_it(
     client: httpx.AsyncClient, db: Database, settings: Settings
 ) -> None:
-    gateway = Provider(body={"data": {"id": "gw-1"}})
+    gateway = Remote.json(body={"data": {"id": "gw-1"}})
     sender = sender_with(db, settings, {"sms": SmsChannel(
-        GenericSmsProvider.from_dict(GATEWAY, transport=httpx.MockTransport(gateway)))})
+        GenericSmsProvider.from_dict(GATEWAY, transport=gateway.transport))})
     lead_id = await add_lead(db, phone=PHONE)
     key = hook_key(settings)
 
@@ -129,8 +118,9 @@ async def test_a_stop_reply_stops_every_sms_to_the_number_and_start_lifts_it(
 
 
 async def test_a_bot_blocked_by_the_user_is_not_tried_again(db: Database, settings: Settings) -> None:
-    telegram = Provider(403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"})
-    bot = TelegramChannel("123456:ABC-secret-token", transport=httpx.MockTransport(telegram))
+    blocked = {"ok": False, "error_code": 403, "description": "Forbidden: bot was blocked by the user"}
+    telegram = Remote.json(403, blocked)
+    bot = TelegramChannel("123456:ABC-secret-token", transport=telegram.transport)
     sender = sender_with(db, settings, {"messenger": bot})
     lead_id = await add_lead(db)
     first = await queue(db, "messenger", "987654321", lead_id, "k1", payload={"text": "Привет!"})
@@ -146,12 +136,12 @@ async def test_a_bot_blocked_by_the_user_is_not_tried_again(db: Database, settin
 
 
 async def test_a_webhook_posts_the_data_signed_for_the_receiver(db: Database, settings: Settings) -> None:
-    receiver = Provider(200, {"ok": True})
+    receiver = Remote.json(200, {"ok": True})
 
     async def public(host: str, port: int) -> list[str]:
         return ["93.184.216.34"]
 
-    hook = WebhookChannel("hook-secret", client=httpx.AsyncClient(transport=httpx.MockTransport(receiver)),
+    hook = WebhookChannel("hook-secret", client=httpx.AsyncClient(transport=receiver.transport),
                           resolver=public)
     sender = sender_with(db, settings, {"webhook": hook})
     message_id = await queue(db, "webhook", "https://crm.example.com/hooks/nurture", None,

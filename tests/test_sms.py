@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import datetime
 from urllib.parse import parse_qsl
 
@@ -31,32 +31,15 @@ from channels.sms import (
     verify_twilio_signature,
 )
 from core.errors import Invalid
+from tests.fakes import Answer, Remote
 
 SID, TOKEN = "AC0123456789abcdef0123456789abcdef", "twilio-auth-token-secret"
 TWILIO_URL = f"https://api.twilio.com/2010-04-01/Accounts/{SID}/Messages.json"
 ANNA = "+79161234567"
 MESSAGE_ID = uuid.UUID("0192f0c4-7d4e-7000-8000-000000000001")
 
-Answer = httpx.Response | type[httpx.TransportError] | Callable[[httpx.Request], httpx.Response]
-
-
-class Gateway:
-    """The provider's side: keeps every request it receives and answers with what it was given (a
-    response, a function of the request, or a transport error class raised as the request goes out)."""
-
-    def __init__(self, answer: Answer) -> None:
-        self.answer = answer
-        self.requests: list[httpx.Request] = []
-        self.transport = httpx.MockTransport(self.handle)
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        answer = self.answer
-        if isinstance(answer, httpx.Response):
-            return answer
-        if isinstance(answer, type):
-            raise answer("no answer", request=request)
-        return answer(request)
+class Gateway(Remote):
+    """The SMS provider's side (tests.fakes.Remote), reading back the form a request posted."""
 
     def form(self, index: int = 0) -> dict[str, str]:
         return dict(parse_qsl(self.requests[index].content.decode()))

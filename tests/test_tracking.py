@@ -66,6 +66,18 @@ async def sent_mail(db: Database, sender: Sender, **queue_fields: Any) -> tuple[
     return message_id, html
 
 
+async def the_captured_mail(db: Database) -> CapturedMail:
+    async with db.sessions() as session:
+        mail = await session.scalar(select(CapturedMail))
+    assert mail is not None
+    return mail
+
+
+async def mail_poster(db: Database) -> dict[str, str]:
+    """Headers of a mail system posting raw messages to /v1/inbound/email."""
+    return {"authorization": f"Bearer {await make_key(db, 'leads:write')}", "content-type": "message/rfc822"}
+
+
 def paths(html: str, prefix: str) -> list[str]:
     return [m.removeprefix(BASE) for m in re.findall(rf'"({re.escape(BASE)}{prefix}[a-z0-9]+)"', html)]
 
@@ -135,9 +147,7 @@ async def test_one_click_unsubscribe_takes_effect_at_once(
     client: httpx.AsyncClient, db: Database, sender: Sender
 ) -> None:
     message_id, _ = await sent_mail(db, sender)
-    async with db.sessions() as session:
-        mail = await session.scalar(select(CapturedMail))
-    assert mail is not None
+    mail = await the_captured_mail(db)
     header = email.message_from_bytes(mail.raw, policy=default)["List-Unsubscribe"]
     url = re.search(r"<(http[^>]+)>", header).group(1).removeprefix(BASE)  # type: ignore[union-attr]
 
@@ -236,11 +246,6 @@ def dsn(to: str, recipient: str, status: str, diagnostic: str) -> bytes:
     report.set_content("This is the mail system. I'm sorry to have to inform you that your message could not be "
                        "delivered.")
     report.make_mixed()
-    status_part = EmailMessage()
-    status_part.set_content(
-        f"Reporting-MTA: dns; mx.example.net\n\nFinal-Recipient: rfc822; {recipient}\nAction: failed\n"
-        f"Status: {status}\nDiagnostic-Code: smtp; {diagnostic}\n"
-    )
     raw = report.as_bytes().replace(b"multipart/mixed", b"multipart/report; report-type=delivery-status")
     boundary = report.get_boundary()
     assert boundary is not None
@@ -254,10 +259,8 @@ async def test_a_hard_bounce_to_the_return_path_suppresses_the_address_and_tells
     client: httpx.AsyncClient, db: Database, sender: Sender
 ) -> None:
     message_id, _ = await sent_mail(db, sender)
-    async with db.sessions() as session:
-        mail = await session.scalar(select(CapturedMail))
-    assert mail is not None
-    key = {"authorization": f"Bearer {await make_key(db, 'leads:write')}", "content-type": "message/rfc822"}
+    mail = await the_captured_mail(db)
+    key = await mail_poster(db)
     raw = dsn(mail.envelope_from, "anna@example.ru", "5.1.1", "550 5.1.1 <anna@example.ru>: Recipient address rejected")
 
     posted = await client.post("/v1/inbound/email", content=raw, headers=key, params={"rcpt_to": mail.envelope_from})
@@ -280,7 +283,7 @@ async def test_repeated_soft_bounces_count_as_hard(
     client: httpx.AsyncClient, db: Database, sender: Sender, settings: Settings
 ) -> None:
     await sent_mail(db, sender)
-    key = {"authorization": f"Bearer {await make_key(db, 'leads:write')}", "content-type": "message/rfc822"}
+    key = await mail_poster(db)
     for day in range(settings.soft_bounce_limit):
         raw = dsn("bounce@example.com", "anna@example.ru", "5.2.2", f"552 5.2.2 Mailbox full (day {day})")
         assert (await client.post("/v1/inbound/email", content=raw, headers=key)).status_code == 201
@@ -295,9 +298,7 @@ async def test_a_complaint_suppresses_even_when_it_hides_the_address(
     client: httpx.AsyncClient, db: Database, sender: Sender
 ) -> None:
     message_id, _ = await sent_mail(db, sender)
-    async with db.sessions() as session:
-        mail = await session.scalar(select(CapturedMail))
-    assert mail is not None
+    mail = await the_captured_mail(db)
     arf = (
         "From: feedback@mail.example.net\r\nTo: " + mail.envelope_from + "\r\nSubject: complaint\r\n"
         "Message-ID: <arf-1@mail.example.net>\r\nMIME-Version: 1.0\r\n"
@@ -306,7 +307,7 @@ async def test_a_complaint_suppresses_even_when_it_hides_the_address(
         "--x\r\nContent-Type: message/feedback-report\r\n\r\nFeedback-Type: abuse\r\nUser-Agent: test/1\r\n"
         "Version: 1\r\n\r\n--x\r\nContent-Type: text/rfc822-headers\r\n\r\nSubject: hello\r\n\r\n--x--\r\n"
     ).encode()
-    key = {"authorization": f"Bearer {await make_key(db, 'leads:write')}", "content-type": "message/rfc822"}
+    key = await mail_poster(db)
 
     assert (await client.post("/v1/inbound/email", content=arf, headers=key,
                               params={"rcpt_to": mail.envelope_from})).status_code == 201
