@@ -6,6 +6,7 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from core import clock
 from core.auth import add_user, authenticate_user
@@ -168,3 +169,38 @@ def test_ids_made_in_a_burst_sort_in_order_and_keep_the_real_time() -> None:
     assert all(i.version == 7 for i in ids[:10])
     # the 48-bit millisecond timestamp stays the clock's (a bumping generator runs ahead)
     assert before - 0.002 <= (ids[-1].int >> 80) / 1000 <= after + 0.002
+
+
+async def test_requests_after_postgresql_dropped_the_pooled_connections_still_succeed(
+    db: Database, client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """As after a database restart: every idle connection in the pool was closed by the server."""
+    if db.sqlite:
+        pytest.skip("PostgreSQL only: server-side connection kills")
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    async def hold(seconds_of_work: int) -> None:
+        async with db.sessions() as session:
+            await session.execute(text("SELECT pg_sleep(0.01 * :n)"), {"n": seconds_of_work})
+
+    await asyncio.gather(*(hold(1) for _ in range(4)))  # four connections now sit idle in the pool
+    dsn = make_url(db.url).set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(dsn)
+    try:
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert killed >= 4
+        while await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ):
+            pass
+    finally:
+        await admin.close()
+
+    answers = await asyncio.gather(*(client.get("/v1/leads", headers=admin_headers) for _ in range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
