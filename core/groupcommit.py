@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import Database
+from core.db import Database, locked_transaction
 from core.logging import get_logger
 from core.metrics import INTAKE_BATCH, INTAKE_BATCH_SECONDS
 
@@ -47,8 +47,10 @@ class GroupCommit(Generic[Item, Result]):
                  many: Callable[[AsyncSession, list[Item]], Awaitable[list[Result]]],
                  one: Callable[[AsyncSession, Item], Awaitable[Result]],
                  max_batch: int = 100, writers: int = 2,
-                 written: Callable[[list[Result]], None] | None = None) -> None:
+                 written: Callable[[list[Result]], None] | None = None,
+                 locks: Callable[[list[Item]], Iterable[str]] | None = None) -> None:
         self.db = db
+        self.locks = locks  # the identities a batch works on, locked from its first round trip
         self.written = written  # told each batch's results once committed (metrics)
         self.channel = channel
         self.many = many
@@ -87,9 +89,10 @@ class GroupCommit(Generic[Item, Result]):
 
     async def _write_batch(self, batch: list[_Waiting[Item, Result]]) -> None:
         started = time.perf_counter()
-        async with self.db.sessions() as session:
-            results = await self.many(session, [w.item for w in batch])
-            await session.commit()
+        items = [w.item for w in batch]
+        locks = self.locks(items) if self.locks else ()
+        async with self.db.sessions() as session, locked_transaction(session, locks):
+            results = await self.many(session, items)
         INTAKE_BATCH.labels(self.channel).observe(len(batch))
         INTAKE_BATCH_SECONDS.labels(self.channel).observe(time.perf_counter() - started)
         if self.written is not None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core import clock
-from core.db import Database
+from core.db import Database, locked_transaction
 from core.outbox import OutboxEvent
-from leads.intake.form_batch import FormBatcher, record_posts
+from leads.intake.form_batch import FormBatcher, identities, record_posts
 from leads.intake.forms import FormIn, LiveForms, create_form
 from leads.intake.submissions import FormPost, check_post, submit_form, visit_from
 from leads.merge import merge_leads
@@ -197,3 +197,36 @@ async def test_concurrent_posts_over_http_share_transactions_and_each_gets_its_o
     assert {a.json()["lead_id"] for a in answers} == {str(stored[e]) for e in emails}
     assert [str(stored[e]) for e in emails] == [a.json()["lead_id"] for a in answers]
     assert transactions() - before < len(emails) / 2  # posts that arrive together are written together
+
+
+async def test_a_group_waits_for_another_process_writing_the_same_phone_and_then_finds_that_lead(
+    db: Database, database_url: str
+) -> None:
+    """Phones are not unique in the table, so only the identity lock keeps two processes from
+    both creating the person who left a phone number."""
+    if db.sqlite:
+        pytest.skip("PostgreSQL: the advisory locks of two processes (SQLite has one writer at a time)")
+    await _prepare(db)
+    values = {"first_name": "Звонок", "phone": "+7 916 123-45-67"}
+    post = await check_post(db, await LiveForms().get(db, "open"), values, visit_from(values, None, None, None), "RU")
+    other_process = Database(database_url)
+    batcher = FormBatcher(other_process)
+    try:
+        async with db.sessions() as session, locked_transaction(session, identities([post])):
+            group = asyncio.create_task(batcher.record(post))
+            await asyncio.wait_for(_someone_waits_for_a_lock(db), timeout=30)
+            first = await record_intake(session, post.cleaned.profile, Origin(channel="call"), "call_answered")
+        recorded = await asyncio.wait_for(group, timeout=30)
+    finally:
+        await batcher.close()
+        await other_process.dispose()
+    assert recorded.lead_id == first.lead.id and not recorded.created
+    async with db.sessions() as session:
+        assert len(list(await session.scalars(select(Lead).where(Lead.phone == "+79161234567")))) == 1
+
+
+async def _someone_waits_for_a_lock(db: Database) -> None:
+    while True:
+        async with db.engine.connect() as conn:
+            if await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")):
+                return

@@ -16,7 +16,7 @@ from core.db import Database
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.metrics import LEADS_CREATED
-from leads.intake.batch import BatchLead, BatchRows, begin_batch, load_book, merge, stitch, write_batch
+from leads.intake.batch import BatchLead, BatchRows, load_book, merge, stitch, write_batch
 from leads.intake.submissions import FormPost, submit_form
 from leads.models import Channel
 
@@ -39,7 +39,8 @@ class FormBatcher(GroupCommit[FormPost, Recorded]):
     """Collects the posts of one process and writes them in as few transactions as the load allows."""
 
     def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
-        super().__init__(db, Channel.form.value, record_posts, _record_one, max_batch, writers, written=_count)
+        super().__init__(db, Channel.form.value, record_posts, _record_one, max_batch, writers, written=_count,
+                         locks=identities)
 
     async def record(self, post: FormPost) -> Recorded:
         """Record the post; returns once it is committed (raises what recording it alone raises)."""
@@ -55,13 +56,28 @@ def _count(results: list[Recorded]) -> None:
     LEADS_CREATED.labels(Channel.form.value).inc(sum(r.created for r in results))
 
 
+def identities(posts: list[FormPost]) -> list[str]:
+    """The lock keys of the posts' emails, phones and visitor ids (as `record_intake` locks one)."""
+    return [f"lead:{key}" for key in {*_emails(posts), *_phones(posts), *_visitors(posts)}]
+
+
+def _emails(posts: list[FormPost]) -> list[str]:
+    return sorted({e for p in posts if (e := p.cleaned.profile.get("email"))})
+
+
+def _phones(posts: list[FormPost]) -> list[str]:
+    return sorted({ph for p in posts if (ph := p.cleaned.profile.get("phone"))})
+
+
+def _visitors(posts: list[FormPost]) -> list[str]:
+    return sorted({v for p in posts if (v := p.visit.visitor_id)})
+
+
 async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Recorded]:
-    """Record the posts in order, each as `submit_form` would, with set-based writes. Never commits."""
+    """Record the posts in order, each as `submit_form` would, with set-based writes. Never commits;
+    the caller holds the locks of their `identities` (the batcher takes them with its BEGIN)."""
     now = clock.now()
-    emails = sorted({e for p in posts if (e := p.cleaned.profile.get("email"))})
-    phones = sorted({ph for p in posts if (ph := p.cleaned.profile.get("phone"))})
-    visitors = sorted({v for p in posts if (v := p.visit.visitor_id)})
-    await begin_batch(session, [*emails, *phones, *visitors])
+    emails, phones, visitors = _emails(posts), _phones(posts), _visitors(posts)
     book = await load_book(session, emails, phones, visitors, consents=any(p.requests_optin for p in posts))
     rows = BatchRows()
     touched: dict[uuid.UUID, BatchLead] = {}
