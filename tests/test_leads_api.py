@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -14,8 +15,10 @@ from sqlalchemy import func, select
 
 from core import clock
 from core.db import Database
+from core.errors import Invalid
 from core.outbox import OutboxEvent
 from leads.models import Lead
+from leads.schemas import normalize_email, plain_email
 
 
 async def test_create_lead_then_read_it_back(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:
@@ -412,3 +415,23 @@ async def test_random_bytes_to_lead_endpoints_are_never_a_server_error(
     assert resp.status_code < 500, resp.text
     listed = await client.get("/v1/leads", params={"q": query, query[:5] or "x": query}, headers=admin_headers)
     assert listed.status_code < 500, listed.text
+
+
+_ADDRESS_PART = st.text(alphabet="aZ09.-_+'!@", min_size=0, max_size=12)
+
+
+@given(local=_ADDRESS_PART, domain=_ADDRESS_PART, tld=st.sampled_from(
+    ["ru", "COM", "рф", "c", "c1", "test", "local", "xn--p1ai", "example", "", "r-u", "ru."]))
+@hsettings(max_examples=3000, deadline=None)
+def test_the_everyday_email_shortcut_answers_exactly_as_the_library(local: str, domain: str, tld: str) -> None:
+    """Addresses the shortcut takes must be ones the library accepts, normalised the same way."""
+    address = f"{local}@{domain}.{tld}"
+    shortcut = plain_email(address)
+    try:
+        library: str | None = validate_email(address, check_deliverability=False).normalized.lower()
+    except EmailNotValidError:
+        library = None
+    assert shortcut is None or shortcut == library
+    assert normalize_email("  Ivan.Petrov+lead@Example.COM ") == "ivan.petrov+lead@example.com"
+    with pytest.raises(Invalid):
+        normalize_email("ivan..petrov@example.com")

@@ -15,6 +15,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import JSON, Select, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -416,14 +417,16 @@ async def insert_rows(session: AsyncSession, tables: list[tuple[Table, list[dict
             await session.execute(insert(table), rows)
         return
     shape = tuple((table.name, tuple(rows[0])) for table, rows in tables)
+    sql, json_columns = _unnest_insert(shape)
     args: list[Any] = []
-    for (table, rows), (_, names) in zip(tables, shape, strict=True):
+    for (_, rows), (_, names) in zip(tables, shape, strict=True):
         for name in names:
             values = [row[name] for row in rows]
-            if _is_json(table.c[name]):
-                values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
+            if len(args) in json_columns:
+                values = [None if v is None else orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+                          for v in values]
             args.append(values)
-    await (await driver_connection(session)).execute(_unnest_insert(shape), *args)
+    await (await driver_connection(session)).execute(sql, *args)
 
 
 def _is_json(column: Any) -> bool:
@@ -431,10 +434,12 @@ def _is_json(column: Any) -> bool:
 
 
 @lru_cache(maxsize=256)
-def _unnest_insert(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
-    """The statement for `insert_rows` on PostgreSQL, by table and column names."""
+def _unnest_insert(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> tuple[str, frozenset[int]]:
+    """The statement for `insert_rows` on PostgreSQL, by table and column names, and which of its
+    parameters (from 0) are JSON columns, sent as text."""
     dialect = postgresql.dialect()
     statements, n = [], 0
+    json_columns: set[int] = set()
     for name, columns in shape:
         table = Base.metadata.tables[name]
         arrays, selects = [], []
@@ -442,6 +447,7 @@ def _unnest_insert(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
             column = table.c[column_name]
             n += 1
             if _is_json(column):
+                json_columns.add(n - 1)
                 arrays.append(f"${n}::text[]")
                 selects.append(f"c{i}::jsonb")
             else:
@@ -453,6 +459,5 @@ def _unnest_insert(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> str:
             f"SELECT {', '.join(selects)} FROM unnest({', '.join(arrays)}) AS t({aliases})"
         )
     *first, last = statements
-    if not first:
-        return last
-    return "WITH " + ", ".join(f"i{k} AS ({sql})" for k, sql in enumerate(first)) + " " + last
+    sql = "WITH " + ", ".join(f"i{k} AS ({sql})" for k, sql in enumerate(first)) + " " + last if first else last
+    return sql, frozenset(json_columns)
