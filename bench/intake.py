@@ -2,16 +2,21 @@
 bare FastAPI endpoint that parses the same form without a database, in the same run.
 
 Prints one JSON line per target and a summary line with the PostgreSQL/bare ratio.
-Closed loop (100 clients back to back) gives throughput; an open loop at a fixed offered rate
-(default: half of what PostgreSQL sustained) gives latency that includes queueing.
+Closed loop (100 clients back to back) gives throughput. Open loops at fixed offered rates (by
+default a quarter, half and three quarters of what PostgreSQL sustained), the same rates for every
+target in turn, give latency that includes queueing, next to the bare endpoint's at the same load.
+Each figure carries the share of CPU time the hypervisor gave to other guests meanwhile (steal):
+on a shared host, a latency tail with high steal is the host's, not ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -60,34 +65,52 @@ async def seed_form(url: str) -> None:
     await db.dispose()
 
 
-async def load(base: str, label: str, args: argparse.Namespace, rate: float | None) -> dict[str, Any]:
-    run = f"{label}{random.randrange(10**6)}"
-    path = "/v1/forms/bench/submit"
+def steal_ticks() -> tuple[int, int] | None:
+    """(steal, all) CPU ticks so far on Linux: time the hypervisor gave our cores to other guests."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
+
+def stolen_pct(before: tuple[int, int] | None) -> float | None:
+    after = steal_ticks()
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
+async def closed(base: str, label: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Throughput: `concurrency` clients back to back."""
     async with lean_http(base, args.concurrency) as http:
-
-        async def send(i: int) -> bool:
-            return await http.request(http.form_post(path, urlencode(form_body(i, run)).encode())) == 201
-
-        # warm-up: connections, caches, JIT-free Python paths
-        await closed_loop(send, min(args.concurrency, 20), 200, 10)
-        run = f"{label}{random.randrange(10**6)}"
-        throughput = await closed_loop(send, args.concurrency, args.requests, args.seconds)
-        result: dict[str, Any] = {"bench": "intake", "target": label, "concurrency": args.concurrency,
-                                  "leads_per_s": throughput["per_s"], "closed_loop": throughput}
-        rate = rate or round(throughput["per_s"] / 2)
-        if rate > 0:
-            run = f"{label}{random.randrange(10**6)}"
-            result["open_loop"] = await open_loop(send, rate, args.latency_seconds, args.concurrency)
-        return result
+        send = sender(http, f"{label}{random.randrange(10**9)}")
+        await closed_loop(send, min(args.concurrency, 20), 200, 10)  # warm-up: connections, caches
+        send = sender(http, f"{label}{random.randrange(10**9)}")
+        before = steal_ticks()
+        figures = await closed_loop(send, args.concurrency, args.requests, args.seconds)
+        figures["steal_pct"] = stolen_pct(before)
+        return figures
 
 
-def measure(label: str, env: dict[str, str], factory: str, args: argparse.Namespace,
-            rate: float | None) -> dict[str, Any]:
-    with server(factory, env, workers=args.workers) as base:
-        result = uv_run(load(base, label, args, rate))
-    print(json.dumps(result), flush=True)
-    return result
+async def opened(base: str, label: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Latency at a fixed offered rate, at most `concurrency` requests in flight."""
+    async with lean_http(base, args.concurrency) as http:
+        await closed_loop(sender(http, f"w{label}{random.randrange(10**9)}"), 10, 100, 5)
+        before = steal_ticks()
+        figures = await open_loop(sender(http, f"{label}{random.randrange(10**9)}"), rate, args.latency_seconds,
+                                  args.concurrency)
+        figures["steal_pct"] = stolen_pct(before)
+        return figures
+
+
+def sender(http: Any, run: str) -> Callable[[int], Awaitable[bool]]:
+    async def send(i: int) -> bool:
+        body = urlencode(form_body(i, run)).encode()
+        return await http.request(http.form_post("/v1/forms/bench/submit", body)) == 201
+
+    return send
 
 
 def main() -> None:
@@ -95,32 +118,58 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=12000)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--latency-seconds", type=float, default=8)
-    parser.add_argument("--rate", type=float, default=0, help="open-loop rate (default: half of PG's)")
+    parser.add_argument("--latency-seconds", type=float, default=6)
+    parser.add_argument("--loads", default="0.25,0.5,0.75",
+                        help="open-loop rates as fractions of the first database's closed-loop throughput")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--databases", default="sqlite,postgresql")
     args = parser.parse_args()
+    kinds = args.databases.split(",")
+    env = {"NURTURE_FORM_RATE_LIMIT": "100000000", "NURTURE_LOG_LEVEL": "WARNING", "NURTURE_SECRET_KEYS": "bench"}
 
-    results: dict[str, dict[str, Any]] = {}
-    results["bare"] = measure("bare", {}, "_bare_app:create_bare_app", args, None)
-    for kind in args.databases.split(","):
-        with scratch_database(kind) as url:
+    with contextlib.ExitStack() as stack:
+        bases = {"bare": stack.enter_context(server("_bare_app:create_bare_app", {}, workers=args.workers))}
+        for kind in kinds:
+            url = stack.enter_context(scratch_database(kind))
             asyncio.run(seed_form(url))
-            env = {"NURTURE_DATABASE_URL": url, "NURTURE_FORM_RATE_LIMIT": "100000000",
-                   "NURTURE_LOG_LEVEL": "WARNING", "NURTURE_SECRET_KEYS": "bench"}
-            results[kind] = measure(kind, env, "app.main:create_app", args, args.rate or None)
-    bare = results["bare"]["leads_per_s"]
-    summary = {"bench": "intake", "summary": True, "bare_per_s": bare}
-    for kind in args.databases.split(","):
-        r = results[kind]
-        summary[f"{kind}_per_s"] = r["leads_per_s"]
-        summary[f"{kind}_closed_loop_p50_ms"] = r["closed_loop"]["p50_ms"]
-        summary[f"{kind}_closed_loop_p99_ms"] = r["closed_loop"]["p99_ms"]
-        summary[f"{kind}_vs_bare"] = round(r["leads_per_s"] / bare, 3) if bare else None
-        summary[f"{kind}_open_loop_p50_ms"] = r["open_loop"]["p50_ms"]
-        summary[f"{kind}_open_loop_p99_ms"] = r["open_loop"]["p99_ms"]
-        summary[f"{kind}_open_loop_rate"] = r["open_loop"]["offered_per_s"]
-    print(json.dumps(summary), flush=True)
+            bases[kind] = stack.enter_context(server("app.main:create_app", {**env, "NURTURE_DATABASE_URL": url},
+                                                     workers=args.workers))
+        results: dict[str, dict[str, Any]] = {}
+        for label, base in bases.items():
+            results[label] = {"bench": "intake", "target": label, "concurrency": args.concurrency,
+                              "closed_loop": uv_run(closed(base, label, args)), "open_loop": {}}
+            results[label]["leads_per_s"] = results[label]["closed_loop"]["per_s"]
+        reference = results["postgresql" if "postgresql" in kinds else kinds[0]]["leads_per_s"]
+        rates = [round(reference * float(f)) for f in args.loads.split(",")]
+        for rate in rates:  # the targets in turn at each rate, so a drift of the machine hits them alike
+            for label, base in bases.items():
+                results[label]["open_loop"][str(rate)] = uv_run(opened(base, label, rate, args))
+    for result in results.values():
+        print(json.dumps(result), flush=True)
+    print(json.dumps(summary(results, kinds, rates)), flush=True)
+
+
+def summary(results: dict[str, dict[str, Any]], kinds: list[str], rates: list[int]) -> dict[str, Any]:
+    """Throughput against the bare endpoint, and latency at the same offered rates as it."""
+    bare = results["bare"]
+    out: dict[str, Any] = {"bench": "intake", "summary": True, "bare_per_s": bare["leads_per_s"],
+                           "bare_closed_loop_p99_ms": bare["closed_loop"]["p99_ms"]}
+    for label in ["bare", *kinds]:
+        r = results[label]
+        if label != "bare":
+            out[f"{label}_per_s"] = r["leads_per_s"]
+            out[f"{label}_vs_bare"] = round(r["leads_per_s"] / bare["leads_per_s"], 3) if bare["leads_per_s"] else None
+            out[f"{label}_closed_loop_p50_ms"] = r["closed_loop"]["p50_ms"]
+            out[f"{label}_closed_loop_p99_ms"] = r["closed_loop"]["p99_ms"]
+        out[f"{label}_p99_ms_at"] = {rate: r["open_loop"][str(rate)]["p99_ms"] for rate in rates}
+        out[f"{label}_p50_ms_at"] = {rate: r["open_loop"][str(rate)]["p50_ms"] for rate in rates}
+        within = [rate for rate in rates if r["open_loop"][str(rate)]["p99_ms"] < 50]
+        out[f"{label}_p99_under_50ms_up_to_per_s"] = max(within) if within else None
+    out["steal_pct_max"] = max(
+        (f["steal_pct"] for r in results.values() for f in [r["closed_loop"], *r["open_loop"].values()]
+         if f.get("steal_pct") is not None), default=None,
+    )
+    return out
 
 
 if __name__ == "__main__":
