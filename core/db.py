@@ -160,6 +160,17 @@ class Database:
         await self.engine.dispose()
 
 
+# One round trip; unnest keeps the sorted order, so two writers never deadlock.
+_LOCKS = ("SELECT count(pg_advisory_xact_lock(k)) FROM "
+          "(SELECT k FROM unnest({ids}) WITH ORDINALITY AS t(k, n) ORDER BY n) AS s")
+_LOCKS_BOUND = text(_LOCKS.format(ids="CAST(:ids AS bigint[])"))
+
+
+def _lock_ids(keys: Iterable[str]) -> list[int]:
+    """The advisory-lock ids of the keys, sorted: writers taking several never deadlock."""
+    return sorted({lock_key_id(k) for k in keys if k})
+
+
 async def lock_keys(session: AsyncSession, *keys: str) -> None:
     """Serialise writers that work on the same identity (an email, a phone) until commit.
 
@@ -169,16 +180,9 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
         return
-    ids = sorted({lock_key_id(k) for k in keys if k})
-    if ids:
-        # One round trip; unnest keeps the sorted order, so two writers never deadlock.
-        await session.execute(
-            text(
-                "SELECT count(pg_advisory_xact_lock(k)) FROM "
-                "(SELECT k FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(k, n) ORDER BY n) AS s"
-            ),
-            {"ids": ids},
-        )
+    if ids := _lock_ids(keys):
+        await session.execute(_LOCKS_BOUND, {"ids": ids})
+
 
 
 @contextlib.asynccontextmanager
@@ -197,10 +201,10 @@ async def locked_transaction(session: AsyncSession, keys: Iterable[str] = ()) ->
         return
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    ids = sorted({lock_key_id(k) for k in keys if k})
-    # Integers only: written into the text, as the simple protocol that takes two statements at
-    # once has no parameters.
-    locks = f"; SELECT count(pg_advisory_xact_lock(k)) FROM unnest('{{{','.join(map(str, ids))}}}'::bigint[]) AS k"
+    ids = _lock_ids(keys)
+    # Integers only, written into the text: the simple protocol that takes two statements at once
+    # has no parameters.
+    locks = "; " + _LOCKS.format(ids=f"'{{{','.join(map(str, ids))}}}'::bigint[]")
     await driver.execute("BEGIN" + (locks if ids else ""))
     try:
         yield

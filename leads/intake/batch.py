@@ -253,7 +253,7 @@ async def _found_postgresql(
         await driver.fetch(_BOOK_SQL, emails, phones, visitor_ids, consents, import_sources)
     ):
         row = _found(lead_id, values, custom, created_at, merged, erased)
-        row.aliases = [(a[0], a[1]) for a in map(_pair, aliases)]
+        row.aliases = list(map(_pair, aliases))
         row.visitors, row.tags = list(visitors), list(tags)
         row.consents = [(purpose, granted) for purpose, granted in json.loads(consent_rows or "[]")]
         row.sources = [(source, campaign) for source, campaign in json.loads(sources or "[]")]
@@ -296,14 +296,16 @@ async def _found_elsewhere(
     async def rows(name: str, **params: Any) -> Sequence[Any]:
         return (await session.execute(reads[name], params)).all()
 
-    aliases = await rows("aliases", emails=emails, phones=phones)
-    visitors = await rows("visitors", visitors=visitor_ids)
+    aliases = await rows("aliases", emails=emails, phones=phones) if emails or phones else []
+    visitors = await rows("visitors", visitors=visitor_ids) if visitor_ids else []
     ids = sorted({lead_id for *_, lead_id in aliases} | {lead_id for _, lead_id in visitors})
     found: dict[uuid.UUID, _Found] = {}
     for lead_id, *values, custom, created_at, merged, erased in await rows(
         "leads", emails=emails, phones=phones, ids=ids
     ):
         found[lead_id] = _found(lead_id, values, custom, created_at, merged, erased)
+    if not found:
+        return []
     every = list(found)
     for kind, value, lead_id in aliases:
         found[lead_id].aliases.append((kind, value))
