@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import date, datetime
 from typing import Any
 
 import phonenumbers
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.emails import plain_email
 from core.errors import Invalid
 from core.text import check_text
 from leads.models import CustomerStatus
@@ -19,28 +19,6 @@ PROFILE_FIELDS = (
     "email", "phone", "first_name", "last_name", "company", "job_title", "industry",
     "company_size", "country", "region", "city", "timezone", "birthday", "customer_status",
 )
-
-
-# The everyday address (ASCII dot-atom at an ASCII domain with a letters-only top level) that the
-# library would accept as it is: answered without it, as a form post's largest single cost was
-# the library's Unicode checks. Anything else (IDN, quoted, special-use, too long) goes through the
-# library, which stays the judge: a property test holds the two to the same answers.
-_PLAIN_EMAIL = re.compile(
-    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
-    r"@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?P<tld>[A-Za-z]{2,63}))"
-)
-_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
-
-
-def plain_email(value: str) -> str | None:
-    """The lower-cased address when it is an everyday one the library accepts unchanged, else None."""
-    match = _PLAIN_EMAIL.fullmatch(value)
-    if (
-        match is None or len(match["local"]) > 64 or len(value) > 254 or "--" in match["domain"]
-        or match["tld"].lower() in _SPECIAL_USE
-    ):
-        return None
-    return value.lower()
 
 
 def normalize_email(value: str, field: str = "email") -> str:

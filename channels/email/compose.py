@@ -15,6 +15,7 @@ from functools import lru_cache
 from email_validator import EmailNotValidError, validate_email
 
 from core import clock
+from core.emails import plain_email
 from core.errors import Invalid
 from core.text import check_text
 
@@ -34,9 +35,6 @@ _URL = re.compile(r"https?://[!-~]+")
 _SPACE = re.compile(r"\s+")
 # An address that needs no more checking (the lead's normalised email mostly is): dot-atoms of ASCII letters,
 # digits and the common signs, a lower-case LDH domain with a letter TLD. Anything else gets the validator.
-_PLAIN_ADDRESS = re.compile(
-    r"[a-z0-9_%+-]+(?:\.[a-z0-9_%+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}"
-)
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _LONG_LINE = re.compile(r"[^\r\n]{999}")
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")  # a display name that needs no quotes
@@ -83,7 +81,7 @@ class OutgoingEmail:
 def compose(email: OutgoingEmail) -> tuple[bytes, str]:
     """The message (CRLF line endings, ready for DKIM signing and DATA) and the envelope sender (MAIL FROM)."""
     sender = _address(email.from_address, "from_address")
-    recipient = email.to_address if _PLAIN_ADDRESS.fullmatch(email.to_address) else \
+    recipient = email.to_address if plain_email(email.to_address) == email.to_address else \
         _address(email.to_address, "to_address")
     if not _ID.fullmatch(email.message_id) or len(email.message_id) > 128:
         raise Invalid(f"not usable in a Message-ID: {email.message_id!r}", field="message_id")
