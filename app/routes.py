@@ -10,11 +10,13 @@ def include_routers(app: FastAPI) -> None:
     from channels import api as channel_api
     from channels import hooks as channel_hooks
     from channels import pages as channel_pages
+    from leads.api import public_routes
     from leads.api import routers as lead_routers
     from scoring import api as scoring_api
     from worker import api as pipeline_api
 
-    for router in lead_routers:  # public intake first (see leads.api)
+    app.router.routes.extend(public_routes)  # form posts and page views: matched first (see leads.api)
+    for router in lead_routers:
         app.include_router(router)
     app.include_router(scoring_api.router)
     app.include_router(channel_pages.router)

@@ -19,6 +19,7 @@ from leads.intake import invalid_from
 from leads.intake.events import EventBatchIn, EventIn, PostedEvent, event_writer, record_events
 
 router = APIRouter(tags=["events"])
+public = APIRouter(tags=["events"])  # what the tracker and websites call (see leads.api)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
 MAX_EVENT_BYTES = 64 * 1024
@@ -32,7 +33,7 @@ CORS = {"access-control-allow-origin": "*"}
 Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 
 
-@router.post("/v1/events", status_code=202, response_model=None)
+@public.post("/v1/events", status_code=202, response_model=None)
 async def post_event(request: Request, settings: SettingsDep) -> Response:
     """Store a page view / download / custom event.
 
@@ -75,7 +76,7 @@ async def post_events(body: EventBatchIn, request: Request, session: SessionDep,
     return {"accepted": stored}
 
 
-@router.options("/v1/events", include_in_schema=False)
+@public.options("/v1/events", include_in_schema=False)
 async def events_preflight() -> Response:
     # Browsers may send JSON with fetch; API keys are for servers, so no Authorization header here.
     return Response(
@@ -85,7 +86,7 @@ async def events_preflight() -> Response:
     )
 
 
-@router.get("/t.js", include_in_schema=False)
+@public.get("/t.js", include_in_schema=False)
 async def tracker() -> Response:
     return Response(
         _asset("t.js"), media_type="application/javascript; charset=utf-8",

@@ -47,6 +47,7 @@ from leads.intake.submissions import check_post, is_honeypot_hit, visit_from
 from leads.models import Form
 
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
+public = APIRouter(prefix="/v1/forms", tags=["forms"])  # what websites call (see leads.api)
 Marketer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
@@ -95,7 +96,7 @@ async def archive(form_key: str, request: Request, session: SessionDep, _key: Ma
 # --- the public side: what websites call ---------------------------------------------------
 
 
-@router.post("/{form_key}/submit", status_code=201, response_model=None)
+@public.post("/{form_key}/submit", status_code=201, response_model=None)
 async def submit(form_key: str, request: Request) -> Response:
     """A website's form post (urlencoded, multipart or JSON); no API key."""
     settings: Settings = request.app.state.settings  # no dependency to solve on the busiest route
@@ -126,7 +127,7 @@ async def submit(form_key: str, request: Request) -> Response:
     return _success(form, wants_json, str(recorded.lead_id), cors)
 
 
-@router.options("/{form_key}/submit", include_in_schema=False)
+@public.options("/{form_key}/submit", include_in_schema=False)
 async def preflight(form_key: str, request: Request, settings: SettingsDep) -> Response:
     """CORS preflight for JSON posts: answered only for origins the form allows."""
     form = await live_forms(request.app.state).get(get_db(request), form_key)
@@ -145,7 +146,7 @@ async def preflight(form_key: str, request: Request, settings: SettingsDep) -> R
     )
 
 
-@router.get("/{form_key}/embed.js", include_in_schema=False)
+@public.get("/{form_key}/embed.js", include_in_schema=False)
 async def embed(form_key: str, session: SessionDep) -> Response:
     """JavaScript that renders the form where the <script> tag stands and posts it as JSON."""
     form = await get_form(session, form_key, live_only=True)
@@ -172,7 +173,7 @@ async def embed(form_key: str, session: SessionDep) -> Response:
     )
 
 
-@router.get("/{form_key}/thanks", response_class=HTMLResponse, include_in_schema=False)
+@public.get("/{form_key}/thanks", response_class=HTMLResponse, include_in_schema=False)
 async def thanks(form_key: str) -> HTMLResponse:
     """The built-in thank-you page for forms without a success_url."""
     return _page(
