@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
             set_nudge(RedisNudge(app.state.queue))  # the relay hears of each commit at once
         settle_gc()
         yield
-        for name in ("form_batcher", "event_writer"):  # what was accepted commits before the pool closes
+        for name in ("form_batcher", "event_writer", "live_forms"):  # work under way ends before the pool closes
             if (writer := getattr(app.state, name, None)) is not None:
                 await writer.close()
         if (queue := getattr(app.state, "queue", None)) is not None:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 
 from core import clock
 from core.db import Database
+from core.errors import NotFound
 from core.outbox import OutboxEvent
 from core.settings import Settings
-from leads.models import Activity, Consent, CustomField, Lead, Touchpoint
+from leads.models import Activity, Consent, CustomField, Form, Lead, Touchpoint
 from tests.conftest import make_key
 
 CONSENT = "Согласен на обработку персональных данных / I agree to the processing of my data"
@@ -569,3 +572,85 @@ async def test_any_json_values_get_201_or_a_4xx_naming_a_field(
     assert resp.status_code in (201, 422), resp.text
     if resp.status_code == 422:
         assert resp.json()["error"]["field"]
+
+
+class FormQueries:
+    """Counts the queries that read form definitions."""
+
+    def __init__(self, db: Database) -> None:
+        self.count = 0
+        self.engine = db.engine.sync_engine
+        event.listen(self.engine, "before_cursor_execute", self.seen)
+
+    def seen(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        self.count += "FROM forms" in statement
+
+    def close(self) -> None:
+        event.remove(self.engine, "before_cursor_execute", self.seen)
+
+
+async def test_a_busy_form_is_read_once_when_first_posted_and_once_each_time_its_copy_expires(db: Database) -> None:
+    from leads.intake.forms import FormIn, LiveForms, create_form
+
+    async with db.sessions() as session:
+        await create_form(session, FormIn.model_validate(contact_form()))
+        await session.commit()
+    forms, queries = LiveForms(seconds=3600), FormQueries(db)
+    try:
+        first = await asyncio.gather(*(forms.get(db, "contact") for _ in range(50)))
+        assert {f.name for f in first} == {"Заявка"} and queries.count == 1
+
+        # Renamed by another process; this one's copy expires: posts go on with the copy they
+        # have while one query fetches the new definition.
+        async with db.sessions() as session:
+            await session.execute(update(Form).where(Form.key == "contact").values(name="Заявка с сайта"))
+            await session.commit()
+        forms.seconds = 0
+        during = await asyncio.gather(*(forms.get(db, "contact") for _ in range(50)))
+        assert {f.name for f in during} == {"Заявка"}
+        await asyncio.gather(*forms._loading.values())
+        assert queries.count == 2
+        forms.seconds = 3600
+        assert (await forms.get(db, "contact")).name == "Заявка с сайта" and queries.count == 2
+
+        # Archived by another process: once the expired copy is fetched again, posts get 404.
+        async with db.sessions() as session:
+            await session.execute(update(Form).where(Form.key == "contact").values(archived_at=clock.now()))
+            await session.commit()
+        forms.seconds = 0
+        await forms.get(db, "contact")
+        await asyncio.gather(*forms._loading.values(), return_exceptions=True)
+        results = await asyncio.gather(*(forms.get(db, "contact") for _ in range(20)), return_exceptions=True)
+        assert all(isinstance(r, NotFound) for r in results) and queries.count == 4
+    finally:
+        queries.close()
+
+
+async def test_an_edit_made_through_this_app_is_not_undone_by_a_read_that_started_before_it(db: Database) -> None:
+    from leads.intake.forms import FormIn, LiveForms, create_form
+
+    async with db.sessions() as session:
+        await create_form(session, FormIn.model_validate(contact_form()))
+        await session.commit()
+    read, release = asyncio.Event(), asyncio.Event()
+
+    class HeldReads:
+        """The database, with each read held after its query until the test lets it go."""
+
+        @contextlib.asynccontextmanager
+        async def sessions(self) -> AsyncIterator[Any]:
+            async with db.sessions() as session:
+                yield session
+            read.set()
+            await release.wait()
+
+    forms = LiveForms(seconds=3600)
+    reading = asyncio.ensure_future(forms.get(cast(Database, HeldReads()), "contact"))
+    await read.wait()  # the old definition has been read
+    async with db.sessions() as session:
+        await session.execute(update(Form).where(Form.key == "contact").values(name="Новое имя"))
+        await session.commit()
+    forms.forget("contact")
+    release.set()
+    assert (await reading).name == "Заявка"
+    assert (await forms.get(db, "contact")).name == "Новое имя"

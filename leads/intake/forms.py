@@ -4,6 +4,7 @@ create / list / read / update / archive services behind /v1/forms.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -19,11 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import Database, flush_unique
 from core.errors import Conflict, Invalid, NotFound
+from core.logging import get_logger
 from core.text import check_text
 from leads.fields import definitions as custom_field_definitions
 from leads.intake import invalid_from
 from leads.models import Form
 from leads.schemas import PROFILE_FIELDS
+
+log = get_logger("nurture.forms")
 
 FieldType = Literal["text", "email", "phone", "textarea", "select", "checkbox", "hidden", "number", "date"]
 UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term")
@@ -293,27 +297,66 @@ async def get_form(session: AsyncSession, key: str, live_only: bool = False) -> 
 class LiveForms:
     """Live form definitions for the public submit path, kept for a few seconds so a busy form
     costs no query per post. Edits made through this app show at once; edits made in another
-    process within `seconds`. One per application (app.state), so tests never share it."""
+    process within `seconds` (and one query's time). One per application (app.state), so tests
+    never share it.
+
+    One query per form at a time: the posts that arrive while a definition loads wait for that
+    one query, and once a definition is older than `seconds` the posts keep using it while a
+    single query fetches it again in the background, instead of each post querying the database
+    itself, all at the moment a busy form's copy expires."""
 
     def __init__(self, seconds: float = 5.0) -> None:
         self.seconds = seconds
         self._forms: dict[str, tuple[float, Form]] = {}
+        self._loading: dict[str, asyncio.Task[Form]] = {}
+        self._edits = 0  # bumped by `forget`: a load that started before an edit is not kept
 
     async def get(self, db: Database, key: str) -> Form:
         cached = self._forms.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.seconds:
-            return cached[1]
-        async with db.sessions() as session:
-            form = await get_form(session, key, live_only=True)
-            session.expunge(form)  # a detached copy, shared by the requests of the next seconds
-        if len(self._forms) > 10_000:
-            self._forms.clear()
-        self._forms[key] = (now, form)
-        return form
+        if cached is None:
+            return await asyncio.shield(self._load(db, key))
+        if time.monotonic() - cached[0] >= self.seconds:
+            self._load(db, key)
+        return cached[1]
 
     def forget(self, key: str) -> None:
         self._forms.pop(key, None)
+        self._edits += 1
+
+    async def close(self) -> None:
+        """Wait for the loads under way (on shutdown, before the pool closes)."""
+        await asyncio.gather(*self._loading.values(), return_exceptions=True)
+
+    def _load(self, db: Database, key: str) -> asyncio.Task[Form]:
+        """The load of `key` under way, or a new one."""
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_task(self._fetch(db, key, self._edits))
+            self._loading[key] = loading
+            loading.add_done_callback(lambda task: self._loaded(key, task))
+        return loading
+
+    async def _fetch(self, db: Database, key: str, edits: int) -> Form:
+        started = time.monotonic()
+        try:
+            async with db.sessions() as session:
+                form = await get_form(session, key, live_only=True)
+                session.expunge(form)  # a detached copy, shared by the requests of the next seconds
+        except NotFound:
+            self._forms.pop(key, None)  # archived or gone: its posts get 404 from now on
+            raise
+        if edits == self._edits:
+            if len(self._forms) > 10_000:
+                self._forms.clear()
+            self._forms[key] = (started, form)
+        return form
+
+    def _loaded(self, key: str, task: asyncio.Task[Form]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled() and (error := task.exception()) is not None and not isinstance(error, NotFound):
+            # A refresh nobody waits for: the old copy stays in use and the next post tries again.
+            log.warning("form definition not loaded", form=key, error=repr(error))
 
 
 def live_forms(state: Any) -> LiveForms:
