@@ -149,10 +149,13 @@ async def _old_identities(session: AsyncSession, lead: Lead, profile: dict[str, 
     return {kind for kind, _ in found}
 
 
+MAX_MERGE_HOPS = 20  # a merge chain is followed at most this far
+
+
 async def get_lead(session: AsyncSession, lead_id: uuid.UUID, follow_merges: bool = True) -> Lead:
     lead = await session.get(Lead, lead_id)
     seen = 0
-    while lead is not None and follow_merges and lead.merged_into_id is not None and seen < 20:
+    while lead is not None and follow_merges and lead.merged_into_id is not None and seen < MAX_MERGE_HOPS:
         lead = await session.get(Lead, lead.merged_into_id)
         seen += 1
     if lead is None:

@@ -303,3 +303,84 @@ async def test_events_posted_at_once_share_transactions_and_a_bad_one_fails_alon
     assert len(events) == 61  # the form's and the sixty events'
     transactions, grouped = (after - was for after, was in zip(batches(), before, strict=True))
     assert 0 < transactions < grouped  # fewer commits than events: they were grouped
+
+
+async def test_tracker_events_written_in_one_group_record_what_they_record_one_by_one(
+    db: Database, frozen_now: Any
+) -> None:
+    """Page views of an unknown browser, of a known lead's browser, of a browser whose lead was
+    merged into another and of an erased person's browser (forgotten at erasure), some arriving
+    from an ad: written together, in a few statements for the whole group, they leave what
+    `record_event` leaves one by one."""
+    from collections import Counter
+
+    from sqlalchemy import event as sa_event
+
+    from leads.intake.events import EventIn, PostedEvent, record_event, record_posted
+    from leads.merge import merge_leads
+    from leads.models import Visitor
+    from leads.privacy import erase_lead
+    from leads.service import Origin, record_intake
+    from tests.conftest import empty_tables
+
+    browsers = {"anonymous": "a0000000000000001", "known": "b0000000000000001", "merged": "c0000000000000001",
+                "erased": "d0000000000000001"}
+    views = [
+        page_view(visitor_id=browsers[who], url=f"https://example.ru/{who}/{i}",
+                  **({"utm_source": "yandex", "referrer": "https://ya.ru/"} if i == 0 else {}))
+        for i in range(3) for who in browsers
+    ]
+
+    async def prepare() -> None:
+        async with db.sessions() as session:
+            for who in ("known", "merged", "erased"):
+                await record_intake(session, {"email": f"{who}@example.ru"}, Origin(channel="api",
+                                    visitor_id=browsers[who]), "created")
+            survivor = await record_intake(session, {"email": "survivor@example.ru"}, Origin(channel="api"), "created")
+            merged = await session.scalar(select(Lead).where(Lead.email == "merged@example.ru"))
+            erased = await session.scalar(select(Lead).where(Lead.email == "erased@example.ru"))
+            assert merged is not None and erased is not None
+            await merge_leads(session, survivor.lead.id, merged.id)
+            await erase_lead(session, erased, ["secret"])
+            await session.commit()
+
+    async def state() -> dict[str, Any]:
+        async with db.sessions() as session:
+            email = {lead.id: lead.email for lead in await session.scalars(select(Lead))}
+            views = Counter((email.get(a.lead_id), a.visitor_id, a.data["url"], a.touchpoint_id is not None)
+                            for a in await session.scalars(select(Activity).where(Activity.type == "page_view")))
+            touches = Counter((email.get(t.lead_id), t.visitor_id, t.source)
+                              for t in await session.scalars(select(Touchpoint).where(Touchpoint.channel == "event")))
+            events = Counter(email.get(uuid.UUID(e.payload["lead_id"])) for e in await session.scalars(
+                select(OutboxEvent).where(OutboxEvent.name == "lead.activity")))
+            visitors = {v.visitor_id: email.get(v.lead_id) for v in await session.scalars(select(Visitor))}
+        return {"views": views, "touches": touches, "events": events, "visitors": visitors}
+
+    posted = [PostedEvent(EventIn.model_validate(v), "198.51.100.7", False, ["secret"]) for v in views]
+    await prepare()
+    async with db.sessions() as session:
+        alone = [await record_event(session, p.event, p.ip, False, p.secrets) is not None for p in posted]
+        await session.commit()
+    one_by_one = await state()
+
+    await empty_tables(db)
+    await prepare()
+    statements = 0
+
+    def counted(*_args: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", counted)
+    try:
+        async with db.sessions() as session:
+            together = await record_posted(session, posted)
+            await session.commit()
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", counted)
+    assert together == alone == [True] * len(views)
+    assert await state() == one_by_one
+    assert one_by_one["views"][("survivor@example.ru", browsers["merged"], "https://example.ru/merged/1", False)] == 1
+    assert one_by_one["views"][(None, browsers["erased"], "https://example.ru/erased/1", False)] == 1  # forgotten
+    assert one_by_one["touches"][("known@example.ru", browsers["known"], "yandex")] == 1
+    assert statements <= 8  # not a few per page view

@@ -25,7 +25,7 @@ from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor, activities_t, touchpoints_t
 from leads.privacy import find_erased
 from leads.schemas import normalize_email
-from leads.service import Origin, find_lead, get_lead, record_intake
+from leads.service import MAX_MERGE_HOPS, Origin, find_lead, get_lead, record_intake
 
 EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,49}$"
 # What a browser may report without an API key: the tracker's page views and downloads, and a
@@ -88,15 +88,7 @@ async def record_event(
     both. An email that belonged to an erased person is refused (Conflict), as in the API.
     Returns None when the event is dropped (a visitor whose lead was erased).
     """
-    _not_reserved(event)
-    if not trusted:
-        if event.lead_id or event.email:
-            field = "lead_id" if event.lead_id else "email"
-            raise Forbidden("naming a lead needs an API key with leads:write", field=field)
-        if event.type not in PUBLIC_TYPES and not event.type.startswith(PUBLIC_PREFIX):
-            raise Invalid(
-                f"without an API key the type must be page_view, download or {PUBLIC_PREFIX}<name>", field="type"
-            )
+    _allowed(event, trusted)
     occurred_at, origin, data = _checked(event, ip, trusted)
 
     if event.email and not event.lead_id:
@@ -132,6 +124,20 @@ async def record_event(
             {"lead_id": lead.id, "activity_id": activity.id, "type": event.type, "occurred_at": occurred_at},
         )
     return activity
+
+
+def _allowed(event: EventIn, trusted: bool) -> None:
+    """What a caller may send: never nurture's own types; without a key, no lead named and only
+    the public types."""
+    _not_reserved(event)
+    if not trusted:
+        if event.lead_id or event.email:
+            field = "lead_id" if event.lead_id else "email"
+            raise Forbidden("naming a lead needs an API key with leads:write", field=field)
+        if event.type not in PUBLIC_TYPES and not event.type.startswith(PUBLIC_PREFIX):
+            raise Invalid(
+                f"without an API key the type must be page_view, download or {PUBLIC_PREFIX}<name>", field="type"
+            )
 
 
 def _not_reserved(event: EventIn) -> None:
@@ -216,33 +222,38 @@ async def record_events(session: AsyncSession, events: list[EventIn], ip: str | 
     return sum(await record_posted(session, [PostedEvent(e, ip, True, secrets) for e in events]))
 
 
-async def record_posted(session: AsyncSession, posted: list[PostedEvent]) -> list[bool]:
+async def record_posted(session: AsyncSession, posted: list[PostedEvent], locked: bool = False) -> list[bool]:
     """Store events as `record_event` would one by one, in the caller's transaction: events for a
-    lead id (a server's) are written together (a few statements for the batch), the rest (a
-    tracker's visitor id, an email, a merged lead) one by one. Returns, in order, whether each was
-    stored (an erased person's are dropped). An error names the event: `events.<i>.<field>`."""
+    lead id (a server's) and a tracker's events for a visitor id are written together (a few
+    statements for the batch); an email or a merged or unknown lead id one by one. Returns, in
+    order, whether each was stored (an erased person's are dropped). An error names the event:
+    `events.<i>.<field>`. The visitors' locks are taken here unless the caller holds them
+    (`locked`, the writer takes them with its BEGIN)."""
     direct = {p.event.lead_id for p in posted if p.event.lead_id and p.trusted}
-    if len(posted) > 1:  # the visitors' locks, all at once in sorted order: two batches never deadlock
-        await lock_keys(session, *(f"lead:{p.event.visitor_id}" for p in posted
-                                   if p.event.visitor_id and p.event.lead_id not in direct))
+    if not locked:  # all at once in sorted order: two batches never deadlock
+        await lock_keys(session, *visitor_locks(posted))
     known = {
         row.id: row for row in await session.execute(
             select(Lead.id, Lead.erased_at).where(Lead.id.in_(direct), Lead.merged_into_id.is_(None))
         )
     } if direct else {}
+    owners = await _owners(session, sorted({p.event.visitor_id or "" for p in posted if _by_visitor(p)}))
     activities: list[dict[str, Any]] = []
     touchpoints: list[dict[str, Any]] = []
     stored = []
     for index, post in enumerate(posted):
         event = post.event
         try:
-            lead = known.get(event.lead_id) if event.lead_id and post.trusted else None
-            if lead is None:  # visitor id, email, a merged or unknown lead: the one-by-one path
+            if _by_visitor(post):
+                _allowed(event, post.trusted)
+                owner = owners.get(event.visitor_id or "")
+            elif (owner := known.get(event.lead_id) if event.lead_id and post.trusted else None) is None:
+                # an email, a merged or unknown lead, a lead named without a key: the one-by-one path
                 stored.append(await record_event(session, event, post.ip, post.trusted, post.secrets) is not None)
                 continue
-            stored.append(lead.erased_at is None)
-            if lead.erased_at is None:
-                activities.append(_row(event, lead.id, post.ip, touchpoints))
+            stored.append(owner is None or owner.erased_at is None)
+            if stored[-1]:
+                activities.append(_row(event, owner.id if owner else None, post.ip, post.trusted, touchpoints))
         except NurtureError as exc:
             exc.field = f"events.{index}.{exc.field}" if exc.field else f"events.{index}"
             raise
@@ -252,14 +263,57 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent]) -> lis
         await session.execute(insert(activities_t), activities)
         await emit_many(session, "lead.activity", [{
             "lead_id": row["lead_id"], "activity_id": row["id"], "type": row["type"], "occurred_at": row["occurred_at"],
-        } for row in activities])
+        } for row in activities if row["lead_id"]])
     return stored
 
 
-def _row(event: EventIn, lead_id: uuid.UUID, ip: str | None, touchpoints: list[dict[str, Any]]) -> dict[str, Any]:
-    """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known lead."""
+def visitor_locks(posted: list[PostedEvent]) -> list[str]:
+    """The lock keys of the visitors the events may be stitched to (as a form post of the visitor
+    takes them), so an event never lands anonymous after a form has made the visitor known."""
+    return [f"lead:{v}" for v in sorted({p.event.visitor_id for p in posted if p.event.visitor_id})]
+
+
+def _by_visitor(post: PostedEvent) -> bool:
+    """A tracker's event: it names its browser, not a lead."""
+    return bool(post.event.visitor_id) and not post.event.lead_id and not post.event.email
+
+
+async def _owners(session: AsyncSession, visitor_ids: list[str]) -> dict[str, Any]:
+    """The lead each known visitor belongs to (followed through merges as `get_lead` follows
+    them), with its id and erased_at; unknown visitors are absent."""
+    if not visitor_ids:
+        return {}
+    owner_of: dict[str, uuid.UUID] = {
+        row.visitor_id: row.lead_id for row in await session.execute(
+            select(Visitor.visitor_id, Visitor.lead_id).where(Visitor.visitor_id.in_(visitor_ids))
+        )
+    }
+    leads: dict[uuid.UUID, Any] = {}
+    wanted = set(owner_of.values())
+    for _ in range(MAX_MERGE_HOPS + 1):
+        if not (wanted := wanted - leads.keys()):
+            break
+        for row in await session.execute(
+            select(Lead.id, Lead.merged_into_id, Lead.erased_at).where(Lead.id.in_(wanted))
+        ):
+            leads[row.id] = row
+        wanted = {row.merged_into_id for row in leads.values() if row.merged_into_id}
+    owners = {}
+    for visitor_id, lead_id in owner_of.items():
+        lead, hops = leads[lead_id], 0
+        while lead.merged_into_id is not None and hops < MAX_MERGE_HOPS:
+            lead, hops = leads[lead.merged_into_id], hops + 1
+        owners[visitor_id] = lead
+    return owners
+
+
+def _row(
+    event: EventIn, lead_id: uuid.UUID | None, ip: str | None, trusted: bool, touchpoints: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known
+    lead or, with no lead, for an anonymous visitor."""
     _not_reserved(event)
-    occurred_at, origin, data = _checked(event, ip, trusted=True)
+    occurred_at, origin, data = _checked(event, ip, trusted)
     touchpoint_id = None
     if _is_arrival(origin, event.url):
         touchpoint_id = new_id()
@@ -278,7 +332,12 @@ class EventWriter(GroupCommit[PostedEvent, bool]):
     events that arrive meanwhile share the next transaction (core.groupcommit)."""
 
     def __init__(self, db: Database) -> None:
-        super().__init__(db, Channel.event.value, record_posted, _record_one, max_batch=MAX_BATCH)
+        super().__init__(db, Channel.event.value, _record_locked, _record_one, max_batch=MAX_BATCH,
+                         locks=visitor_locks)
+
+
+async def _record_locked(session: AsyncSession, posted: list[PostedEvent]) -> list[bool]:
+    return await record_posted(session, posted, locked=True)
 
 
 async def _record_one(session: AsyncSession, post: PostedEvent) -> bool:
