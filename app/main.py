@@ -60,8 +60,8 @@ def create_app(settings: Settings | None = None, db: Database | None = None) -> 
         settle_gc()
         yield
         for name in ("form_batcher", "event_writer", "live_forms"):  # work under way ends before the pool closes
-            if (writer := getattr(app.state, name, None)) is not None:
-                await writer.close()
+            if (pending := getattr(app.state, name, None)) is not None:
+                await pending.close()
         if (queue := getattr(app.state, "queue", None)) is not None:
             from core.outbox import set_nudge
 

@@ -184,7 +184,6 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
         await session.execute(_LOCKS_BOUND, {"ids": ids})
 
 
-
 @contextlib.asynccontextmanager
 async def locked_transaction(session: AsyncSession, keys: Iterable[str] = ()) -> AsyncIterator[None]:
     """A transaction that holds the advisory locks of `keys` (as `lock_keys`) and commits when the

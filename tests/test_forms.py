@@ -608,7 +608,7 @@ async def test_a_busy_form_is_read_once_when_first_posted_and_once_each_time_its
         forms.seconds = 0
         during = await asyncio.gather(*(forms.get(db, "contact") for _ in range(50)))
         assert {f.name for f in during} == {"Заявка"}
-        await asyncio.gather(*forms._loading.values())
+        await forms.close()  # the refresh under way has finished
         assert queries.count == 2
         forms.seconds = 3600
         assert (await forms.get(db, "contact")).name == "Заявка с сайта" and queries.count == 2
@@ -619,7 +619,7 @@ async def test_a_busy_form_is_read_once_when_first_posted_and_once_each_time_its
             await session.commit()
         forms.seconds = 0
         await forms.get(db, "contact")
-        await asyncio.gather(*forms._loading.values(), return_exceptions=True)
+        await forms.close()
         results = await asyncio.gather(*(forms.get(db, "contact") for _ in range(20)), return_exceptions=True)
         assert all(isinstance(r, NotFound) for r in results) and queries.count == 4
     finally:

@@ -245,12 +245,12 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent], locked
         event = post.event
         try:
             if _by_visitor(post):
-                _allowed(event, post.trusted)
                 owner = owners.get(event.visitor_id or "")
             elif (owner := known.get(event.lead_id) if event.lead_id and post.trusted else None) is None:
                 # an email, a merged or unknown lead, a lead named without a key: the one-by-one path
                 stored.append(await record_event(session, event, post.ip, post.trusted, post.secrets) is not None)
                 continue
+            _allowed(event, post.trusted)  # as record_event checks first, whoever the event turns out to be for
             stored.append(owner is None or owner.erased_at is None)
             if stored[-1]:
                 activities.append(_row(event, owner.id if owner else None, post.ip, post.trusted, touchpoints))
@@ -311,8 +311,7 @@ def _row(
     event: EventIn, lead_id: uuid.UUID | None, ip: str | None, trusted: bool, touchpoints: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known
-    lead or, with no lead, for an anonymous visitor."""
-    _not_reserved(event)
+    lead or, with no lead, for an anonymous visitor (the caller has checked it is `_allowed`)."""
     occurred_at, origin, data = _checked(event, ip, trusted)
     touchpoint_id = None
     if _is_arrival(origin, event.url):
