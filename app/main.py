@@ -24,6 +24,7 @@ from core.db import Database
 from core.errors import NurtureError
 from core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from core.settings import Settings, get_settings
+from core.turns import Turns
 
 # nurture reports through its own Prometheus metrics and JSON logs; FastAPI's OpenTelemetry hooks
 # would otherwise look up the (unconfigured) providers on every request
@@ -127,10 +128,12 @@ def _install_middleware(app: FastAPI) -> None:
 
 class RequestContext:
     """Request id (kept from X-Request-Id or made), bound to every log line; metrics per route;
-    an unexpected error becomes a JSON 500. Plain ASGI: no per-request task or body copy."""
+    an unexpected error becomes a JSON 500; requests of a burst take turns on the event loop
+    (core.turns). Plain ASGI: no per-request task or body copy."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.turns = Turns()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -141,6 +144,7 @@ class RequestContext:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
+        await self.turns.wait()  # counted in the request's latency
         status = 500
         sent_start = False
 
