@@ -13,6 +13,7 @@ from sqlalchemy import select, text
 
 from core import clock
 from core.db import Database, locked_transaction
+from core.groupcommit import GroupCommit
 from core.outbox import OutboxEvent
 from leads.intake.form_batch import FormBatcher, identities, record_posts
 from leads.intake.forms import FormIn, LiveForms, create_form
@@ -230,3 +231,26 @@ async def _someone_waits_for_a_lock(db: Database) -> None:
         async with db.engine.connect() as conn:
             if await conn.scalar(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")):
                 return
+
+
+async def test_a_client_that_hangs_up_mid_group_leaves_the_group_and_its_own_post_written(db: Database) -> None:
+    release = asyncio.Event()
+    written: list[list[str]] = []
+
+    async def many(session: Any, items: list[str]) -> list[str]:
+        await release.wait()
+        written.append(items)
+        return [f"ok {item}" for item in items]
+
+    async def one(session: Any, item: str) -> str:
+        raise AssertionError("the group is written as a group")
+
+    group: GroupCommit[str, str] = GroupCommit(db, "test", many, one)
+    gone = asyncio.create_task(group.write("anna"))
+    stays = asyncio.create_task(group.write("boris"))
+    await asyncio.sleep(0.05)
+    gone.cancel()  # the browser closed the tab while the group was being written
+    release.set()
+    assert await stays == "ok boris"
+    await group.close()
+    assert written == [["anna", "boris"]] and gone.cancelled()
