@@ -94,7 +94,9 @@ def clean_values(
             elif value is not None:
                 extra[name] = value  # the custom field was removed since: keep the answer anyway
         elif target:
-            if value is not None:
+            if value is not None and target in ("email", "phone") and spec.get("type") == target:
+                profile[target] = value  # its field's type normalised it as the lead field would
+            elif value is not None:
                 try:
                     profile.update(clean_profile({target: value}, region))
                 except Invalid as exc:
