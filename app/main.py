@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -134,13 +134,25 @@ class RequestContext:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.turns = Turns()
+        self.counted: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def count(self, method: str, template: str, status: int, seconds: float) -> None:
+        """One request in the route's metrics (their labelled children kept: looking one up costs
+        more than counting)."""
+        key = (method, template, status)
+        if (children := self.counted.get(key)) is None:
+            children = self.counted[key] = (
+                HTTP_REQUESTS.labels(method, template, str(status)), HTTP_LATENCY.labels(method, template)
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
-        request_id = given.decode("latin-1")[:64] or uuid.uuid4().hex
+        request_id = given.decode("latin-1")[:64] or secrets.token_hex(16)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -173,8 +185,7 @@ class RequestContext:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
             method = scope.get("method", "")
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
+            self.count(method, template, status, time.perf_counter() - started)
             if status >= 500:
                 log.error("request failed", method=method, path=template, status=status)
 

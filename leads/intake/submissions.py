@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -170,7 +171,7 @@ class FormPost:
     cleaned: CleanValues
     visit: Visit
 
-    @property
+    @cached_property  # the post is not changed once checked; a group reads these more than once
     def origin(self) -> Origin:
         utm = self.visit.utm
         return Origin(
@@ -182,7 +183,7 @@ class FormPost:
             visitor_id=self.visit.visitor_id, ip=self.visit.ip,
         )
 
-    @property
+    @cached_property
     def activity_data(self) -> dict[str, Any]:
         utm = self.visit.utm
         return {"form": self.form.key, "values": self.cleaned.extra, **({"utm": utm} if utm else {})}
