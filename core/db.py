@@ -200,6 +200,7 @@ async def locked_transaction(session: AsyncSession, keys: Iterable[str] = ()) ->
         return
     connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     driver: Any = (await connection.get_raw_connection()).driver_connection
+    session.info[_DRIVER] = driver  # the block's statements reach it without asking SQLAlchemy again
     ids = _lock_ids(keys)
     # Integers only, written into the text: the simple protocol that takes two statements at once
     # has no parameters.
@@ -214,6 +215,8 @@ async def locked_transaction(session: AsyncSession, keys: Iterable[str] = ()) ->
         except Exception:  # noqa: BLE001 - a broken connection: the pool must not hand it out again
             await connection.invalidate()
         raise
+    finally:
+        session.info.pop(_DRIVER, None)
     await session.commit()
 
 
@@ -238,9 +241,14 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> Any:
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
 
 
+_DRIVER = "nurture.driver_connection"  # session.info key: the driver connection of a locked_transaction
+
+
 async def driver_connection(session: AsyncSession) -> Any:
     """The driver's connection under the session (asyncpg's on PostgreSQL), inside the session's
     transaction: for COPY and for statements run without SQLAlchemy's work per statement."""
+    if (driver := session.info.get(_DRIVER)) is not None:
+        return driver
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     return raw.driver_connection
