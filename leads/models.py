@@ -7,7 +7,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import core.auth  # noqa: F401  (Lead.owner_id refers to the users table)
@@ -28,6 +28,14 @@ class Channel(StrEnum):
     api = "api"
     import_ = "import"
     event = "event"
+
+
+def present_index(name: str, column: str) -> Index:
+    """An index of the rows where `column` is set, for a column most rows leave empty (a page view's
+    visitor id, an erased person's hashes): every form post would otherwise add a NULL entry to it.
+    Lookups by value (`=`, `IN`) use it on both databases."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(name, column, postgresql_where=where, sqlite_where=where)
 
 
 class Lead(IdMixin, TimestampMixin, Base):
@@ -54,14 +62,18 @@ class Lead(IdMixin, TimestampMixin, Base):
     erased_at: Mapped[datetime | None]
     # Keyed one-way hashes of an erased person's email and phone (see leads.privacy): enough to
     # recognise them on a later import, useless for recovering the address.
-    erased_email_hash: Mapped[str | None] = mapped_column(String(64), index=True)
-    erased_phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    erased_email_hash: Mapped[str | None] = mapped_column(String(64))
+    erased_phone_hash: Mapped[str | None] = mapped_column(String(64))
 
     tags: Mapped[list[LeadTag]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="LeadTag.tag"
     )
 
-    __table_args__ = (Index("ix_leads_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_leads_created", "created_at", "id"),
+        present_index("ix_leads_erased_email_hash", "erased_email_hash"),
+        present_index("ix_leads_erased_phone_hash", "erased_phone_hash"),
+    )
 
 
 class LeadAlias(Base):
@@ -104,7 +116,7 @@ class Touchpoint(IdMixin, Base):
     __tablename__ = "touchpoints"
 
     lead_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    visitor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    visitor_id: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(20))
     source: Mapped[str | None] = mapped_column(String(200))
     medium: Mapped[str | None] = mapped_column(String(200))
@@ -118,7 +130,10 @@ class Touchpoint(IdMixin, Base):
     # Declared so one flush writes the lead before its touchpoints (never loaded implicitly).
     lead: Mapped[Lead | None] = relationship(lazy="raise")
 
-    __table_args__ = (Index("ix_touchpoints_lead", "lead_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_touchpoints_lead", "lead_id", "occurred_at"),
+        present_index("ix_touchpoints_visitor_id", "visitor_id"),
+    )
 
 
 class Activity(IdMixin, Base):
@@ -127,7 +142,7 @@ class Activity(IdMixin, Base):
     __tablename__ = "activities"
 
     lead_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    visitor_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    visitor_id: Mapped[str | None] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(50))
     touchpoint_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("touchpoints.id", ondelete="SET NULL"))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -140,6 +155,7 @@ class Activity(IdMixin, Base):
     __table_args__ = (
         Index("ix_activities_lead", "lead_id", "occurred_at"),
         Index("ix_activities_type", "type", "occurred_at"),
+        present_index("ix_activities_visitor_id", "visitor_id"),
     )
 
 
