@@ -184,6 +184,9 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
         await session.execute(_LOCKS_BOUND, {"ids": ids})
 
 
+_DRIVER = "nurture.driver_connection"  # session.info key: the driver connection of a locked_transaction
+
+
 @contextlib.asynccontextmanager
 async def locked_transaction(session: AsyncSession, keys: Iterable[str] = ()) -> AsyncIterator[None]:
     """A transaction that holds the advisory locks of `keys` (as `lock_keys`) and commits when the
@@ -239,9 +242,6 @@ def one_of(session: AsyncSession, column: Any, values: Sequence[Any]) -> Any:
     if session.get_bind().dialect.name != "postgresql":
         return column.in_(values)
     return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
-
-
-_DRIVER = "nurture.driver_connection"  # session.info key: the driver connection of a locked_transaction
 
 
 async def driver_connection(session: AsyncSession) -> Any:

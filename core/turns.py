@@ -20,8 +20,9 @@ PER_TURN = 4  # requests that may start in one turn of the loop (a form post par
 
 
 class Turns:
-    """Lets at most `per_turn` requests start per turn of the running event loop, in the order they
-    asked; a request that comes alone starts at once."""
+    """Lets about `per_turn` requests start per turn of the running event loop (the ones let out of
+    the queue start a turn after it opened them, beside that turn's first comers) and queues the rest
+    in the order they asked; a request that comes alone starts at once."""
 
     def __init__(self, per_turn: int = PER_TURN) -> None:
         self.per_turn = per_turn
