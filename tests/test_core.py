@@ -7,13 +7,15 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from sqlalchemy import text
 
 from core import clock
 from core.auth import add_user, authenticate_user
 from core.db import Base, Database
-from core.errors import Forbidden, Invalid, Unauthorized
+from core.errors import Forbidden, Invalid, NotFound, Unauthorized
 from core.tokens import Signer
+from core.web import LeanRoute
 
 
 async def test_health_ready_and_metrics_answer(client: httpx.AsyncClient) -> None:
@@ -231,3 +233,40 @@ async def test_requests_after_postgresql_dropped_the_pooled_connections_still_su
 
     answers = await asyncio.gather(*(client.get("/v1/leads", headers=admin_headers) for _ in range(4)))
     assert [a.status_code for a in answers] == [200] * 4
+
+
+async def test_a_lean_route_is_called_with_its_path_and_answers_nurture_errors_as_json() -> None:
+    router = APIRouter(route_class=LeanRoute)
+
+    @router.post("/things/{key}/poke", status_code=201, response_model=None)
+    async def poke(key: str, request: Request) -> Response:
+        if key == "gone":
+            raise NotFound("no such thing", field="key")
+        return Response(f"{key} {await request.body()!r}", status_code=201)
+
+    app = FastAPI()
+    app.router.routes.extend(router.routes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        ok = await client.post("/things/abc/poke", content=b"hi")
+        assert (ok.status_code, ok.text) == (201, "abc b'hi'")
+        gone = await client.post("/things/gone/poke")
+        assert gone.status_code == 404
+        assert gone.json()["error"] == {"code": "not_found", "message": "no such thing", "field": "key"}
+        assert (await client.get("/things/abc/poke")).status_code == 405
+    assert "/things/{key}/poke" in app.openapi()["paths"]  # documented like any other route
+
+
+def test_a_lean_route_refuses_an_endpoint_it_would_not_call_as_written() -> None:
+    router = APIRouter(route_class=LeanRoute)
+    with pytest.raises(TypeError, match="only the request and path parameters"):
+        @router.get("/search")
+        async def search(q: str) -> Response:
+            return Response(q)
+    with pytest.raises(TypeError, match="only the request and path parameters"):
+        @router.get("/me")
+        async def me(request: Request, user: str = Depends(lambda: "someone")) -> Response:
+            return Response(user)
+    with pytest.raises(TypeError, match="as str"):
+        @router.get("/page/{number}")
+        async def page(number: int) -> Response:
+            return Response(str(number))

@@ -13,13 +13,14 @@ from pydantic import ValidationError
 from core.auth import ApiKey, Scope
 from core.errors import NurtureError, RateLimited, UnsupportedMediaType
 from core.ratelimit import retry_after, window_for
+from core.settings import Settings
 from core.text import check_text
-from core.web import SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
+from core.web import LeanRoute, SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
 from leads.intake import invalid_from
 from leads.intake.events import EventBatchIn, EventIn, PostedEvent, event_writer, record_events
 
 router = APIRouter(tags=["events"])
-public = APIRouter(tags=["events"])  # what the tracker and websites call (see leads.api)
+public = APIRouter(tags=["events"], route_class=LeanRoute)  # what the tracker and websites call (see leads.api)
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
 MAX_EVENT_BYTES = 64 * 1024
@@ -34,13 +35,14 @@ Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 
 
 @public.post("/v1/events", status_code=202, response_model=None)
-async def post_event(request: Request, settings: SettingsDep) -> Response:
+async def post_event(request: Request) -> Response:
     """Store a page view / download / custom event.
 
     Without an API key: the tracker's events for a visitor id, of type page_view, download or
     custom.<name>. With a key holding leads:write: any type except nurture's own activities, for
     a lead_id or email (409 for an email whose person was erased), and an explicit occurred_at.
     """
+    settings: Settings = request.app.state.settings
     ip = client_ip(request, settings)
     try:
         window_for(request.app.state, "events", settings.form_rate_limit * EVENTS_PER_FORM_POST).check(ip)

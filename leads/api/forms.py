@@ -29,7 +29,7 @@ from core.ids import new_id
 from core.metrics import INTAKE_REJECTED
 from core.ratelimit import retry_after, window_for
 from core.settings import Settings
-from core.web import SessionDep, SettingsDep, client_ip, get_db, parse_json_object, read_body, require_scope
+from core.web import LeanRoute, SessionDep, client_ip, get_db, parse_json_object, read_body, require_scope
 from leads.intake.form_batch import form_batcher
 from leads.intake.forms import (
     FormIn,
@@ -47,7 +47,7 @@ from leads.intake.submissions import check_post, is_honeypot_hit, visit_from
 from leads.models import Form
 
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
-public = APIRouter(prefix="/v1/forms", tags=["forms"])  # what websites call (see leads.api)
+public = APIRouter(prefix="/v1/forms", tags=["forms"], route_class=LeanRoute)  # what websites call (see leads.api)
 Marketer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
@@ -99,7 +99,7 @@ async def archive(form_key: str, request: Request, session: SessionDep, _key: Ma
 @public.post("/{form_key}/submit", status_code=201, response_model=None)
 async def submit(form_key: str, request: Request) -> Response:
     """A website's form post (urlencoded, multipart or JSON); no API key."""
-    settings: Settings = request.app.state.settings  # no dependency to solve on the busiest route
+    settings: Settings = request.app.state.settings
     ip = client_ip(request, settings)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     wants_json = media == "application/json" or "application/json" in request.headers.get("accept", "")
@@ -128,8 +128,9 @@ async def submit(form_key: str, request: Request) -> Response:
 
 
 @public.options("/{form_key}/submit", include_in_schema=False)
-async def preflight(form_key: str, request: Request, settings: SettingsDep) -> Response:
+async def preflight(form_key: str, request: Request) -> Response:
     """CORS preflight for JSON posts: answered only for origins the form allows."""
+    settings: Settings = request.app.state.settings
     form = await live_forms(request.app.state).get(get_db(request), form_key)
     origin = request.headers.get("origin", "")
     if not origin or not _origin_allowed(form, origin, request, settings):
@@ -147,9 +148,10 @@ async def preflight(form_key: str, request: Request, settings: SettingsDep) -> R
 
 
 @public.get("/{form_key}/embed.js", include_in_schema=False)
-async def embed(form_key: str, session: SessionDep) -> Response:
+async def embed(form_key: str, request: Request) -> Response:
     """JavaScript that renders the form where the <script> tag stands and posts it as JSON."""
-    form = await get_form(session, form_key, live_only=True)
+    async with get_db(request).sessions() as session:
+        form = await get_form(session, form_key, live_only=True)
     config = {
         "key": form.key,
         "fields": [
