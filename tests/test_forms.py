@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any, cast
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import pytest
@@ -18,9 +19,10 @@ from sqlalchemy import event, func, select, update
 
 from core import clock
 from core.db import Database
-from core.errors import NotFound
+from core.errors import Invalid, NotFound
 from core.outbox import OutboxEvent
 from core.settings import Settings
+from core.web import parse_urlencoded
 from leads.models import Activity, Consent, CustomField, Form, Lead, Touchpoint
 from tests.conftest import make_key
 
@@ -206,8 +208,6 @@ async def test_windows_1251_post_from_an_old_site_keeps_cyrillic(
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
 ) -> None:
     await make_form(client, admin_headers)
-    from urllib.parse import urlencode
-
     body = urlencode({"first_name": "Фёдор", "email": "f@example.ru", "consent": "on"}, encoding="cp1251")
     resp = await client.post(
         "/v1/forms/contact/submit", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
@@ -654,3 +654,47 @@ async def test_an_edit_made_through_this_app_is_not_undone_by_a_read_that_starte
     release.set()
     assert (await reading).name == "Заявка"
     assert (await forms.get(db, "contact")).name == "Новое имя"
+
+
+def _as_parse_qsl_reads(body: bytes) -> dict[str, str] | str:
+    """The reading `parse_urlencoded` must give: the standard library's, with the same fallbacks."""
+    for encoding in ("utf-8", "cp1251"):
+        try:
+            return dict(parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding,
+                                  errors="strict", max_num_fields=1000))
+        except UnicodeDecodeError:
+            continue
+        except ValueError:
+            return "too many fields"
+    return "the body is not valid UTF-8 or windows-1251 text"
+
+
+# Pieces of urlencoded text, escapes whole and broken: valid UTF-8, a lone lead byte, cp1251's unused
+# 0x98, an encoded surrogate, a truncated sequence, stray percent signs.
+_FORM_TEXT = st.lists(st.sampled_from([*"aZ09 +=&%-_.~ёЖ\u00a0\x00", "%41", "%zz", "%D0%96", "%d1%91", "%C6", "%98",
+                                       "%ED%A0%80", "%%", "%2", "%E2%82"]), max_size=40).map("".join)
+_FORM_PAIRS = st.lists(st.tuples(st.text(max_size=8), st.text(max_size=12)), max_size=6)
+
+
+@given(st.one_of(
+    st.binary(max_size=200),
+    _FORM_TEXT.map(lambda text: text.encode("utf-8")),
+    _FORM_TEXT.map(lambda text: text.encode("cp1251", errors="replace")),
+    st.tuples(_FORM_PAIRS, st.sampled_from(["utf-8", "cp1251"])).map(
+        lambda case: urlencode(case[0], encoding=case[1], errors="replace").encode()
+    ),
+))
+@hsettings(max_examples=1500, deadline=None)
+def test_urlencoded_bodies_are_read_exactly_as_the_standard_library_reads_them(body: bytes) -> None:
+    try:
+        read: dict[str, str] | str = parse_urlencoded(body)
+    except Invalid as exc:
+        assert exc.field == "body"
+        read = exc.message
+    assert read == _as_parse_qsl_reads(body)
+
+
+def test_a_body_of_over_a_thousand_fields_is_refused_and_a_thousand_are_read() -> None:
+    assert len(parse_urlencoded(b"&".join(b"f%d=1" % i for i in range(1000)))) == 1000
+    with pytest.raises(Invalid, match="too many fields"):
+        parse_urlencoded(b"&".join(b"f%d=1" % i for i in range(1001)))

@@ -29,7 +29,16 @@ from core.ids import new_id
 from core.metrics import INTAKE_REJECTED
 from core.ratelimit import retry_after, window_for
 from core.settings import Settings
-from core.web import LeanRoute, SessionDep, client_ip, get_db, parse_json_object, read_body, require_scope
+from core.web import (
+    LeanRoute,
+    SessionDep,
+    client_ip,
+    get_db,
+    parse_json_object,
+    parse_urlencoded,
+    read_body,
+    require_scope,
+)
 from leads.intake.form_batch import form_batcher
 from leads.intake.forms import (
     FormIn,
@@ -208,16 +217,7 @@ async def parse_form_body(media: str, request: Request, body: bytes) -> dict[str
             else:
                 values[name] = value
         return values
-    for encoding in ("utf-8", "cp1251"):  # old Russian sites still post windows-1251
-        try:
-            pairs = parse_qsl(body.decode(encoding), keep_blank_values=True, encoding=encoding,
-                              errors="strict", max_num_fields=1000)
-        except UnicodeDecodeError:
-            continue
-        except ValueError:
-            raise Invalid("too many fields", field="body") from None
-        return dict(pairs)
-    raise Invalid("the body is not valid UTF-8 or windows-1251 text", field="body")
+    return parse_urlencoded(body)
 
 
 def _own_origins(request: Request, settings: Settings) -> set[str]:
