@@ -15,7 +15,7 @@ def include_routers(app: FastAPI) -> None:
     from scoring import api as scoring_api
     from worker import api as pipeline_api
 
-    app.router.routes.extend(public_routes)  # form posts and page views: matched first (see leads.api)
+    app.router.routes[:0] = public_routes  # form posts and page views: matched before all else (see leads.api)
     for router in lead_routers:
         app.include_router(router)
     app.include_router(scoring_api.router)

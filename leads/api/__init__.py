@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute
 from leads.api import calls, events, fields, forms, imports, inbound, leads, segments
 
 # What websites and the tracker call, the bulk of the traffic: these routes become the app's own
-# (app.routes), matched before any included router. An included router's route is matched twice per
+# (app.routes), matched before any other. An included router's route is matched twice per
 # request, through the router and then within it, which cost a form post about a tenth of its CPU.
 public_routes: list[BaseRoute] = [*forms.public.routes, *events.public.routes]
 
