@@ -16,11 +16,12 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlencode
 
-from _harness import closed_loop, lean_http, open_loop, scratch_database, server, uv_run
+from _harness import closed_loop, lean_http, open_loop, percentile, pg_connection, scratch_database, server, uv_run
 
 FIRST = ["Иван", "Мария", "Алексей", "Ольга", "John", "Anna", "Дмитрий", "Елена"]
 LAST = ["Петров", "Смирнова", "Иванов", "Кузнецова", "Smith", "Brown"]
@@ -82,18 +83,51 @@ def stolen_pct(before: tuple[int, int] | None) -> float | None:
     return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
 
 
-async def closed(base: str, label: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Throughput: `concurrency` clients back to back."""
+async def closed(base: str, label: str, args: argparse.Namespace, pg_url: str | None = None) -> dict[str, Any]:
+    """Throughput: `concurrency` clients back to back (on PostgreSQL, with the WAL written per lead)."""
     async with lean_http(base, args.concurrency) as http:
         send = sender(http, f"{label}{random.randrange(10**9)}")
         # Warm-up at the measured concurrency: all the clients' connections open, caches filled, so the
         # figures are the steady state's rather than a cold start's.
         await closed_loop(send, args.concurrency, 10 * args.concurrency, 10)
         send = sender(http, f"{label}{random.randrange(10**9)}")
-        before = steal_ticks()
+        before, wal = steal_ticks(), await wal_position(pg_url)
         figures = await closed_loop(send, args.concurrency, args.requests, args.seconds)
         figures["steal_pct"] = stolen_pct(before)
+        if pg_url is not None and figures["requests"]:
+            figures["wal_bytes_per_lead"] = round((await wal_position(pg_url) - wal) / figures["requests"])
         return figures
+
+
+async def wal_position(pg_url: str | None) -> int:
+    """Bytes of WAL the PostgreSQL server has written so far (0 without one)."""
+    if pg_url is None:
+        return 0
+    async with pg_connection(pg_url) as conn:
+        return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'"))
+
+
+async def commit_probe(pg_url: str, seconds: float) -> dict[str, Any]:
+    """The machine's PostgreSQL alone, without nurture: transactions of ~100 kB (what a group of form
+    posts writes) committed back to back. On a virtual disk the commit at a switch of WAL segment
+    (every 16 MB) can take 50-130 ms; every post in flight then waits that long, so how often it
+    happens (WAL per lead, above) and how long it lasts set the closed loop's p99 more than nurture's
+    code does."""
+    latencies: list[float] = []
+    async with pg_connection(pg_url) as conn:
+        await conn.execute("CREATE TABLE bench_commit_probe (payload text)")
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            began = time.perf_counter()
+            await conn.execute("BEGIN; INSERT INTO bench_commit_probe SELECT repeat('x', 2000) "
+                               "FROM generate_series(1, 50); COMMIT")
+            latencies.append(time.perf_counter() - began)
+        await conn.execute("DROP TABLE bench_commit_probe")
+    return {
+        "commits": len(latencies), "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2), "max_ms": round(max(latencies) * 1000, 1),
+        "over_20ms": sum(x > 0.02 for x in latencies),
+    }
 
 
 async def opened(base: str, label: str, rate: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -125,22 +159,29 @@ def main() -> None:
                         help="open-loop rates as fractions of the first database's closed-loop throughput")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--probe-seconds", type=float, default=4,
+                        help="how long to time plain PostgreSQL commits (the machine's disk, without nurture)")
     args = parser.parse_args()
     kinds = args.databases.split(",")
     env = {"NURTURE_FORM_RATE_LIMIT": "100000000", "NURTURE_LOG_LEVEL": "WARNING", "NURTURE_SECRET_KEYS": "bench"}
 
     with contextlib.ExitStack() as stack:
         bases = {"bare": stack.enter_context(server("_bare_app:create_bare_app", {}, workers=args.workers))}
+        pg_url = None
         for kind in kinds:
             url = stack.enter_context(scratch_database(kind))
+            pg_url = url if kind == "postgresql" else pg_url
             asyncio.run(seed_form(url))
             bases[kind] = stack.enter_context(server("app.main:create_app", {**env, "NURTURE_DATABASE_URL": url},
                                                      workers=args.workers))
         results: dict[str, dict[str, Any]] = {}
         for label, base in bases.items():
+            wal_of = pg_url if label == "postgresql" else None
             results[label] = {"bench": "intake", "target": label, "concurrency": args.concurrency,
-                              "closed_loop": uv_run(closed(base, label, args)), "open_loop": {}}
+                              "closed_loop": uv_run(closed(base, label, args, wal_of)), "open_loop": {}}
             results[label]["leads_per_s"] = results[label]["closed_loop"]["per_s"]
+        if pg_url is not None:
+            results["postgresql"]["commit_probe"] = uv_run(commit_probe(pg_url, args.probe_seconds))
         reference = results["postgresql" if "postgresql" in kinds else kinds[0]]["leads_per_s"]
         rates = [round(reference * float(f)) for f in args.loads.split(",")]
         for rate in rates:  # the targets in turn at each rate, so a drift of the machine hits them alike
@@ -163,6 +204,10 @@ def summary(results: dict[str, dict[str, Any]], kinds: list[str], rates: list[in
             out[f"{label}_vs_bare"] = round(r["leads_per_s"] / bare["leads_per_s"], 3) if bare["leads_per_s"] else None
             out[f"{label}_closed_loop_p50_ms"] = r["closed_loop"]["p50_ms"]
             out[f"{label}_closed_loop_p99_ms"] = r["closed_loop"]["p99_ms"]
+            if "wal_bytes_per_lead" in r["closed_loop"]:
+                out[f"{label}_wal_bytes_per_lead"] = r["closed_loop"]["wal_bytes_per_lead"]
+            if "commit_probe" in r:
+                out[f"{label}_plain_commit_max_ms"] = r["commit_probe"]["max_ms"]
         out[f"{label}_p99_ms_at"] = {rate: r["open_loop"][str(rate)]["p99_ms"] for rate in rates}
         out[f"{label}_p50_ms_at"] = {rate: r["open_loop"][str(rate)]["p50_ms"] for rate in rates}
         within = [rate for rate in rates if r["open_loop"][str(rate)]["p99_ms"] < 50]
