@@ -234,10 +234,11 @@ async def _someone_waits_for_a_lock(db: Database) -> None:
 
 
 async def test_a_client_that_hangs_up_mid_group_leaves_the_group_and_its_own_post_written(db: Database) -> None:
-    release = asyncio.Event()
+    release, writing = asyncio.Event(), asyncio.Event()
     written: list[list[str]] = []
 
     async def many(session: Any, items: list[str]) -> list[str]:
+        writing.set()
         await release.wait()
         written.append(items)
         return [f"ok {item}" for item in items]
@@ -248,9 +249,58 @@ async def test_a_client_that_hangs_up_mid_group_leaves_the_group_and_its_own_pos
     group: GroupCommit[str, str] = GroupCommit(db, "test", many, one)
     gone = asyncio.create_task(group.write("anna"))
     stays = asyncio.create_task(group.write("boris"))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(writing.wait(), 10)
     gone.cancel()  # the browser closed the tab while the group was being written
     release.set()
     assert await stays == "ok boris"
     await group.close()
     assert written == [["anna", "boris"]] and gone.cancelled()
+
+
+async def test_the_next_group_is_written_beside_the_first_on_postgresql_and_after_it_on_sqlite(
+    db: Database,
+) -> None:
+    release = asyncio.Event()
+    entered = {"anna": asyncio.Event(), "boris": asyncio.Event()}
+
+    async def many(session: Any, items: list[str]) -> list[str]:
+        for item in items:
+            entered[item].set()
+        await release.wait()
+        return [f"ok {item}" for item in items]
+
+    async def one(session: Any, item: str) -> str:
+        raise AssertionError("each group is written as a group")
+
+    group: GroupCommit[str, str] = GroupCommit(db, "test", many, one)
+    first = asyncio.create_task(group.write("anna"))
+    await asyncio.wait_for(entered["anna"].wait(), 10)
+    second = asyncio.create_task(group.write("boris"))
+    if db.sqlite:
+        for _ in range(50):  # turns enough for a second writer to reach its group
+            await asyncio.sleep(0)
+        assert not entered["boris"].is_set()  # SQLite writes one transaction at a time: boris waits for anna's
+    else:
+        await asyncio.wait_for(entered["boris"].wait(), 10)  # a second transaction beside the first
+    release.set()
+    assert (await first, await second) == ("ok anna", "ok boris")
+    await group.close()
+
+
+async def test_an_item_that_comes_as_the_last_writer_finishes_is_still_written(db: Database) -> None:
+    async def many(session: Any, items: list[str]) -> list[str]:
+        return [f"ok {item}" for item in items]
+
+    async def one(session: Any, item: str) -> str:
+        raise AssertionError("each group is written as a group")
+
+    group: GroupCommit[str, str] = GroupCommit(db, "test", many, one, writers=1)
+
+    async def one_then_another() -> str:
+        assert await group.write("anna") == "ok anna"
+        # Woken by its result, this caller runs before the finished writer's task is done and at once
+        # sends its next item: a writer must take it, though no further item ever comes.
+        return await group.write("boris")
+
+    assert await asyncio.wait_for(one_then_another(), 10) == "ok boris"
+    await group.close()

@@ -21,7 +21,7 @@ from leads.intake.submissions import FormPost, submit_form
 from leads.models import Channel
 
 MAX_BATCH = 100
-WRITERS = 2  # transactions in flight at once: one is written while the next batch gathers
+WRITERS = 2  # transactions in flight at once: one is written while the next batch gathers (SQLite: one)
 ACTIVITY = "form_submitted"
 
 
