@@ -105,7 +105,7 @@ class GroupCommit(Generic[Item, Result]):
         started = time.perf_counter()
         items = [w.item for w in batch]
         locks = self.locks(items) if self.locks else ()
-        async with self.db.sessions() as session, locked_transaction(session, locks):
+        async with self.db.group_write(), self.db.sessions() as session, locked_transaction(session, locks):
             results = await self.many(session, items)
         INTAKE_BATCH.labels(self.channel).observe(len(batch))
         INTAKE_BATCH_SECONDS.labels(self.channel).observe(time.perf_counter() - started)
@@ -117,7 +117,7 @@ class GroupCommit(Generic[Item, Result]):
     async def _write_alone(self, waiting: _Waiting[Item, Result]) -> None:
         for attempt in range(2):
             try:
-                async with self.db.sessions() as session:
+                async with self.db.group_write(), self.db.sessions() as session:
                     result = await self.one(session, waiting.item)
                     await session.commit()
                 _settle(waiting, result)

@@ -304,3 +304,32 @@ async def test_an_item_that_comes_as_the_last_writer_finishes_is_still_written(d
 
     assert await asyncio.wait_for(one_then_another(), 10) == "ok boris"
     await group.close()
+
+
+async def test_groups_of_two_kinds_write_side_by_side_on_postgresql_and_in_turn_on_sqlite(db: Database) -> None:
+    release = asyncio.Event()
+    entered = {"form": asyncio.Event(), "page view": asyncio.Event()}
+
+    async def many(session: Any, items: list[str]) -> list[str]:
+        for item in items:
+            entered[item].set()
+        await release.wait()
+        return [f"ok {item}" for item in items]
+
+    async def one(session: Any, item: str) -> str:
+        raise AssertionError("each group is written as a group")
+
+    forms: GroupCommit[str, str] = GroupCommit(db, "form", many, one)
+    views: GroupCommit[str, str] = GroupCommit(db, "event", many, one)
+    form = asyncio.create_task(forms.write("form"))
+    await asyncio.wait_for(entered["form"].wait(), 10)
+    view = asyncio.create_task(views.write("page view"))
+    if db.sqlite:
+        for _ in range(50):  # turns enough for the other kind's writer to reach its group
+            await asyncio.sleep(0)
+        assert not entered["page view"].is_set()  # waits its turn here, not in SQLite's busy handler
+    else:
+        await asyncio.wait_for(entered["page view"].wait(), 10)
+    release.set()
+    assert (await form, await view) == ("ok form", "ok page view")
+    await asyncio.gather(forms.close(), views.close())
