@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import logging as logs
@@ -30,6 +31,7 @@ from core.turns import Turns
 NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 log = logs.get_logger("nurture.http")
+CLIENT_GONE = 499  # the status nginx logs for a client that closed the connection; never sent
 
 
 def settle_gc() -> None:
@@ -169,6 +171,11 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client hung up before its request had arrived (a closed tab, a dropped mobile
+            # connection): nothing was written and no one is left to answer.
+            status = CLIENT_GONE
+            log.info("client went away mid-request", path=scope.get("path"))
         except Exception:
             log.exception("unhandled error", path=scope.get("path"))
             if sent_start:

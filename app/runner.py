@@ -47,7 +47,9 @@ async def _run_all(settings: Settings, with_demo: bool) -> None:
     smtpd = await start_smtpd(db, settings)
     worker = build_worker(settings, db, settings.redis_url, handle_signals=False)
     worker_task = asyncio.create_task(worker.async_run())
-    config = uvicorn.Config(create_app(settings, db), host=settings.host, port=settings.port, log_level="warning")
+    # As `nurture serve`: X-Forwarded-For is read by nurture itself, from NURTURE_TRUSTED_PROXIES only.
+    config = uvicorn.Config(create_app(settings, db), host=settings.host, port=settings.port, log_level="warning",
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     base = f"http://{settings.host}:{settings.port}"
     banner = [

@@ -76,6 +76,7 @@ def server(app_factory: str, env: dict[str, str], workers: int = 1) -> Iterator[
     cmd = [
         sys.executable, "-m", "uvicorn", app_factory, "--factory", "--host", "127.0.0.1",
         "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(workers),
+        "--no-proxy-headers",  # as `nurture serve` runs it
     ]
     full_env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}", **env}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env)

@@ -698,3 +698,33 @@ def test_a_body_of_over_a_thousand_fields_is_refused_and_a_thousand_are_read() -
     assert len(parse_urlencoded(b"&".join(b"f%d=1" % i for i in range(1000)))) == 1000
     with pytest.raises(Invalid, match="too many fields"):
         parse_urlencoded(b"&".join(b"f%d=1" % i for i in range(1001)))
+
+
+async def test_a_visitor_who_hangs_up_before_the_form_arrives_is_counted_as_gone_not_as_a_server_error(
+    app: Any, client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    from core.metrics import HTTP_REQUESTS
+
+    await make_form(client, admin_headers)
+    route = ("POST", "/v1/forms/{form_key}/submit")
+    gone, failed = HTTP_REQUESTS.labels(*route, "499"), HTTP_REQUESTS.labels(*route, "500")
+    before = gone._value.get(), failed._value.get()
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}  # the tab was closed before the body came
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/v1/forms/contact/submit", "raw_path": b"/v1/forms/contact/submit", "query_string": b"",
+        "root_path": "", "client": ("203.0.113.7", 50000), "server": ("testserver", 80),
+        "headers": [(b"host", b"testserver"), (b"content-type", b"application/x-www-form-urlencoded"),
+                    (b"content-length", b"120")],
+    }, receive, send)
+    assert sent == []  # no one is left to answer
+    assert (gone._value.get(), failed._value.get()) == (before[0] + 1, before[1])
+    async with db.sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Lead)) == 0
