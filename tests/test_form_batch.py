@@ -257,9 +257,11 @@ async def test_a_client_that_hangs_up_mid_group_leaves_the_group_and_its_own_pos
     assert written == [["anna", "boris"]] and gone.cancelled()
 
 
+@pytest.mark.parametrize("kind", ["form", "event"], ids=["same kind", "another kind"])
 async def test_the_next_group_is_written_beside_the_first_on_postgresql_and_after_it_on_sqlite(
-    db: Database,
+    db: Database, kind: str
 ) -> None:
+    """The next group of the same kind, or of another kind (page views beside form posts)."""
     release = asyncio.Event()
     entered = {"anna": asyncio.Event(), "boris": asyncio.Event()}
 
@@ -269,32 +271,29 @@ async def test_the_next_group_is_written_beside_the_first_on_postgresql_and_afte
         await release.wait()
         return [f"ok {item}" for item in items]
 
-    async def one(session: Any, item: str) -> str:
-        raise AssertionError("each group is written as a group")
-
-    group: GroupCommit[str, str] = GroupCommit(db, "test", many, one)
-    first = asyncio.create_task(group.write("anna"))
+    forms: GroupCommit[str, str] = GroupCommit(db, "form", many, _never_alone)
+    other = forms if kind == "form" else GroupCommit(db, kind, many, _never_alone)
+    first = asyncio.create_task(forms.write("anna"))
     await asyncio.wait_for(entered["anna"].wait(), 10)
-    second = asyncio.create_task(group.write("boris"))
+    second = asyncio.create_task(other.write("boris"))
     if db.sqlite:
         for _ in range(50):  # turns enough for a second writer to reach its group
             await asyncio.sleep(0)
-        assert not entered["boris"].is_set()  # SQLite writes one transaction at a time: boris waits for anna's
+        # SQLite writes one transaction at a time: boris waits for anna's here, in turn, not in
+        # SQLite's busy handler
+        assert not entered["boris"].is_set()
     else:
         await asyncio.wait_for(entered["boris"].wait(), 10)  # a second transaction beside the first
     release.set()
     assert (await first, await second) == ("ok anna", "ok boris")
-    await group.close()
+    await asyncio.gather(forms.close(), other.close())
 
 
 async def test_an_item_that_comes_as_the_last_writer_finishes_is_still_written(db: Database) -> None:
     async def many(session: Any, items: list[str]) -> list[str]:
         return [f"ok {item}" for item in items]
 
-    async def one(session: Any, item: str) -> str:
-        raise AssertionError("each group is written as a group")
-
-    group: GroupCommit[str, str] = GroupCommit(db, "test", many, one, writers=1)
+    group: GroupCommit[str, str] = GroupCommit(db, "test", many, _never_alone, writers=1)
 
     async def one_then_another() -> str:
         assert await group.write("anna") == "ok anna"
@@ -306,30 +305,5 @@ async def test_an_item_that_comes_as_the_last_writer_finishes_is_still_written(d
     await group.close()
 
 
-async def test_groups_of_two_kinds_write_side_by_side_on_postgresql_and_in_turn_on_sqlite(db: Database) -> None:
-    release = asyncio.Event()
-    entered = {"form": asyncio.Event(), "page view": asyncio.Event()}
-
-    async def many(session: Any, items: list[str]) -> list[str]:
-        for item in items:
-            entered[item].set()
-        await release.wait()
-        return [f"ok {item}" for item in items]
-
-    async def one(session: Any, item: str) -> str:
-        raise AssertionError("each group is written as a group")
-
-    forms: GroupCommit[str, str] = GroupCommit(db, "form", many, one)
-    views: GroupCommit[str, str] = GroupCommit(db, "event", many, one)
-    form = asyncio.create_task(forms.write("form"))
-    await asyncio.wait_for(entered["form"].wait(), 10)
-    view = asyncio.create_task(views.write("page view"))
-    if db.sqlite:
-        for _ in range(50):  # turns enough for the other kind's writer to reach its group
-            await asyncio.sleep(0)
-        assert not entered["page view"].is_set()  # waits its turn here, not in SQLite's busy handler
-    else:
-        await asyncio.wait_for(entered["page view"].wait(), 10)
-    release.set()
-    assert (await form, await view) == ("ok form", "ok page view")
-    await asyncio.gather(forms.close(), views.close())
+async def _never_alone(session: Any, item: str) -> str:
+    raise AssertionError("each group is written as a group")
