@@ -18,7 +18,7 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-import channels.models  # noqa: F401  (the domains' tables are emptied between tests too)
+import channels.models  # the domains' tables are emptied between tests too
 import scoring.models  # noqa: F401
 from core import clock
 from core.auth import Scope, create_api_key
@@ -125,6 +125,14 @@ async def client(app) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-un
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
+
+
+async def stored_message(db: Database, message_id: uuid.UUID) -> channels.models.Message:
+    """An outgoing message as it is stored now."""
+    async with db.sessions() as session:
+        found = await session.get(channels.models.Message, message_id)
+    assert found is not None
+    return found
 
 
 async def make_key(db: Database, *scopes: str) -> str:

@@ -30,6 +30,7 @@ from channels.models import Message
 from core import clock
 from core.db import Database
 from core.errors import Invalid
+from tests.conftest import stored_message
 
 
 def welcome(**fields: Any) -> Outgoing:
@@ -42,13 +43,6 @@ async def queued(db: Database, out: Outgoing | None = None) -> uuid.UUID:
         message_id, _ = await queue_message(session, out or welcome())
         await session.commit()
     return message_id
-
-
-async def message(db: Database, message_id: uuid.UUID) -> Message:
-    async with db.sessions() as session:
-        found = await session.get(Message, message_id)
-    assert found is not None
-    return found
 
 
 class Recorder:
@@ -72,7 +66,7 @@ async def test_the_same_key_queues_one_message(db: Database) -> None:
         again, made_again = await queue_message(session, welcome(recipient="other@example.ru"))
         await session.commit()
     assert made and not made_again and first == again
-    assert (await message(db, first)).recipient == "anna@example.ru"
+    assert (await stored_message(db, first)).recipient == "anna@example.ru"
 
 
 async def test_bad_requests_name_the_field_and_queue_nothing(db: Database) -> None:
@@ -92,7 +86,7 @@ async def test_concurrent_senders_send_a_message_once(db: Database) -> None:
     states = await asyncio.gather(*(send_one(db, message_id, channel) for _ in range(8)))
     assert channel.sent == [message_id]
     assert sorted(states, key=str) == [None] * 7 + [SENT]
-    sent = await message(db, message_id)
+    sent = await stored_message(db, message_id)
     assert (sent.state, sent.attempts, sent.provider_id) == (SENT, 1, "<m@example.ru>")
     assert await send_one(db, message_id, channel) is None and len(channel.sent) == 1
 
@@ -109,7 +103,7 @@ async def test_a_deferred_message_waits_its_backoff_then_goes(db: Database, froz
         assert await due(session, 10) == [message_id]
     assert await send_one(db, message_id, channel) == SENT
     assert channel.sent == [message_id, message_id]
-    assert (await message(db, message_id)).attempts == 2
+    assert (await stored_message(db, message_id)).attempts == 2
 
 
 async def test_deferred_too_often_the_message_fails(db: Database, frozen_now: Any) -> None:
@@ -120,7 +114,7 @@ async def test_deferred_too_often_the_message_fails(db: Database, frozen_now: An
         states.append(await send_one(db, message_id, channel))
         clock.advance(timedelta(days=1))
     assert states == [DEFERRED] * (MAX_ATTEMPTS - 1) + [FAILED]
-    failed = await message(db, message_id)
+    failed = await stored_message(db, message_id)
     assert failed.reason == f"gave up after {MAX_ATTEMPTS} attempts"
     assert await send_one(db, message_id, channel) is None
 
@@ -130,7 +124,7 @@ async def test_a_send_that_breaks_midway_is_unknown_and_never_resent(db: Databas
     channel = Recorder(TimeoutError("no reply after DATA"))
     assert await send_one(db, message_id, channel) == UNKNOWN
     assert await send_one(db, message_id, channel) is None
-    lost = await message(db, message_id)
+    lost = await stored_message(db, message_id)
     assert lost.state == UNKNOWN and "no reply after DATA" in (lost.response or "")
     assert channel.sent == [message_id]
 
@@ -149,6 +143,6 @@ async def test_a_send_whose_result_was_lost_becomes_unknown(db: Database, frozen
     async with db.sessions() as session:
         assert await settle_stale(session, 100) == 1
         await session.commit()
-    assert (await message(db, message_id)).state == UNKNOWN
+    assert (await stored_message(db, message_id)).state == UNKNOWN
     async with db.sessions() as session:  # the late result of the lost send changes nothing
         assert await record(session, message_id, Outcome(SENT, "250 ok")) is None

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from channels.gate import address_hash
 from channels.ledger import DEFERRED, FAILED, SENT, SUPPRESSED, Outgoing, queue_message
-from channels.models import CapturedMail, Message, Suppression, Template
+from channels.models import CapturedMail, Suppression, Template
 from channels.sender import Sender
 from channels.setup import build_sender
 from channels.starters import starter
@@ -23,6 +23,7 @@ from core import clock
 from core.db import Database
 from core.settings import Settings
 from leads.models import Consent, Lead
+from tests.conftest import stored_message
 
 
 async def add_lead(db: Database, **fields: Any) -> uuid.UUID:
@@ -53,13 +54,6 @@ async def queue(db: Database, lead_id: uuid.UUID | None, key: str = "e1:s1:r0", 
         }))
         await session.commit()
     return message_id
-
-
-async def message(db: Database, message_id: uuid.UUID) -> Message:
-    async with db.sessions() as session:
-        found = await session.get(Message, message_id)
-    assert found is not None
-    return found
 
 
 async def captured(db: Database) -> list[CapturedMail]:
@@ -102,7 +96,7 @@ async def test_a_queued_email_is_rendered_for_its_lead_and_kept_by_the_capture_s
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
     assert "Ромашка" in html and "https://mail.example.com/t/o/" in html
     assert "https://example.com/ru/guide" not in html  # every link goes through the signed redirect
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.state == SENT and row.sent_at == frozen_now and row.attempts == 1
     assert row.links and row.links[0] == "https://example.com/ru/guide"
 
@@ -149,7 +143,7 @@ async def test_unsubscribed_bounced_erased_and_withdrawn_leads_are_suppressed_no
 
     await sender.send_due()
 
-    states = {name: (m.state, m.reason) for name, m in [(n, await message(db, i)) for n, i in ids.items()]}
+    states = {name: (m.state, m.reason) for name, m in [(n, await stored_message(db, i)) for n, i in ids.items()]}
     assert states == {
         "unsubscribed": (SUPPRESSED, "unsubscribed"), "bounced": (SUPPRESSED, "hard_bounce"),
         "erased": (SUPPRESSED, "erased"), "withdrawn": (SUPPRESSED, "no consent"), "fine": (SENT, None),
@@ -171,7 +165,7 @@ async def test_an_erased_persons_hashed_suppression_still_holds(
 
     await sender.send_due()
 
-    assert (await message(db, message_id)).state == SUPPRESSED and not await captured(db)
+    assert (await stored_message(db, message_id)).state == SUPPRESSED and not await captured(db)
 
 
 async def test_a_topic_unsubscribe_stops_that_topic_only(db: Database, sender: Sender) -> None:
@@ -187,8 +181,9 @@ async def test_a_topic_unsubscribe_stops_that_topic_only(db: Database, sender: S
 
     await sender.send_due()
 
-    assert (await message(db, news)).state == SUPPRESSED and (await message(db, news)).reason == "unsubscribed: news"
-    assert (await message(db, webinar)).state == SENT
+    suppressed = await stored_message(db, news)
+    assert suppressed.state == SUPPRESSED and suppressed.reason == "unsubscribed: news"
+    assert (await stored_message(db, webinar)).state == SENT
 
 
 async def test_quiet_hours_defer_marketing_to_the_morning_in_the_leads_time_zone(
@@ -202,13 +197,13 @@ async def test_quiet_hours_defer_marketing_to_the_morning_in_the_leads_time_zone
     with clock.frozen(datetime(2026, 3, 2, 12, 0, tzinfo=UTC)):  # 22:00 in Vladivostok
         await sender.send_due()
 
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.state == DEFERRED and row.reason == "quiet hours" and row.attempts == 0
     assert row.next_attempt_at == datetime(2026, 3, 2, 23, 0, tzinfo=UTC)  # 09:00 the next day there
-    assert (await message(db, receipt)).state == SENT
+    assert (await stored_message(db, receipt)).state == SENT
     with clock.frozen(datetime(2026, 3, 2, 23, 0, tzinfo=UTC)):
         await sender.send_due()
-    assert (await message(db, message_id)).state == SENT
+    assert (await stored_message(db, message_id)).state == SENT
 
 
 async def test_the_frequency_cap_defers_the_fourth_marketing_email_of_the_day(
@@ -224,11 +219,11 @@ async def test_the_frequency_cap_defers_the_fourth_marketing_email_of_the_day(
 
     await sender.send_due()
 
-    assert {(await message(db, i)).state for i in first} == {SENT}
-    row = await message(db, fourth)
+    assert {(await stored_message(db, i)).state for i in first} == {SENT}
+    row = await stored_message(db, fourth)
     assert row.state == DEFERRED and row.reason == "frequency cap"
     assert row.next_attempt_at == frozen_now + timedelta(hours=24)  # when the first of the three leaves the window
-    assert (await message(db, receipt)).state == SENT
+    assert (await stored_message(db, receipt)).state == SENT
 
 
 async def test_a_message_whose_template_is_gone_fails_with_the_reason(db: Database, sender: Sender) -> None:
@@ -237,7 +232,7 @@ async def test_a_message_whose_template_is_gone_fails_with_the_reason(db: Databa
 
     await sender.send_due()
 
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.state == FAILED and "no-such-template" in (row.reason or "")
 
 
@@ -250,5 +245,5 @@ async def test_a_channel_that_is_not_configured_fails_the_message_clearly(db: Da
 
     await sender.send_due()
 
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.state == FAILED and row.reason == "the sms channel is not configured"
