@@ -30,9 +30,9 @@ from channels.webhook import WebhookChannel, verify
 from core import clock
 from core.db import Database
 from core.settings import Settings, use_settings
-from tests.conftest import make_key
+from tests.conftest import make_key, stored_message
 from tests.fakes import Remote
-from tests.test_send import add_lead, message
+from tests.test_send import add_lead
 
 GATEWAY = {"url": "https://sms.example.net/send", "body": {"phone": "{to}", "msg": "{text}"}, "id_field": "data.id"}
 PHONE = "+79161234567"
@@ -85,14 +85,14 @@ async def test_an_sms_is_rendered_for_the_lead_sent_and_its_receipt_marks_it_del
 
     [request] = gateway.requests
     assert json.loads(request.content) == {"phone": PHONE, "msg": "Анна, вебинар завтра в 11:00. Ждём!"}
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.state == SENT and row.provider_id == "gw-1001"
 
     key = hook_key(settings)
     receipt = await client.post(f"/v1/sms/receipts?key={key}", json={"id": "gw-1001", "status": "DELIVRD"})
     forged = await client.post("/v1/sms/receipts?key=guess", json={"id": "gw-1001", "status": "failed"})
     assert receipt.status_code == 204 and forged.status_code == 401
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.delivery_status == "delivered" and row.delivered_at == clock.now()
 
 
@@ -109,12 +109,12 @@ async def test_a_stop_reply_stops_every_sms_to_the_number_and_start_lifts_it(
     assert stop.status_code == 204
     stopped = await queue(db, "sms", PHONE, lead_id, "k1", payload={"text": "Скидка 20%"})
     await sender.send_due()
-    assert (await message(db, stopped)).state == SUPPRESSED and not gateway.requests
+    assert (await stored_message(db, stopped)).state == SUPPRESSED and not gateway.requests
 
     assert (await client.post(f"/v1/sms/inbound?key={key}", data={"from": PHONE, "text": "START"})).status_code == 204
     again = await queue(db, "sms", PHONE, lead_id, "k2", payload={"text": "Скидка 20%"})
     await sender.send_due()
-    assert (await message(db, again)).state == SENT and len(gateway.requests) == 1
+    assert (await stored_message(db, again)).state == SENT and len(gateway.requests) == 1
 
 
 async def test_a_bot_blocked_by_the_user_is_not_tried_again(db: Database, settings: Settings) -> None:
@@ -129,10 +129,10 @@ async def test_a_bot_blocked_by_the_user_is_not_tried_again(db: Database, settin
     second = await queue(db, "messenger", "987654321", lead_id, "k2", payload={"text": "Привет ещё раз!"})
     await sender.send_due()
 
-    row = await message(db, first)
+    row = await stored_message(db, first)
     assert row.state == FAILED and (row.reason or "").startswith("blocked:")
     assert "ABC-secret-token" not in (row.response or "") + (row.reason or "")
-    assert (await message(db, second)).state == SUPPRESSED and len(telegram.requests) == 1
+    assert (await stored_message(db, second)).state == SUPPRESSED and len(telegram.requests) == 1
 
 
 async def test_a_webhook_posts_the_data_signed_for_the_receiver(db: Database, settings: Settings) -> None:
@@ -154,7 +154,7 @@ async def test_a_webhook_posts_the_data_signed_for_the_receiver(db: Database, se
     assert request.headers["host"] == "crm.example.com" and request.headers["x-nurture-message"] == str(message_id)
     assert verify("hook-secret", request.headers["x-nurture-timestamp"], request.content,
                   request.headers["x-nurture-signature"], clock.now())
-    assert (await message(db, message_id)).state == SENT
+    assert (await stored_message(db, message_id)).state == SENT
 
 
 async def test_letters_are_exported_for_the_print_house_with_their_personal_text(
@@ -170,8 +170,8 @@ async def test_letters_are_exported_for_the_print_house_with_their_personal_text
 
     await sender.send_due()
 
-    assert (await message(db, sent)).state == SENT
-    assert (await message(db, failed)).state == FAILED
+    assert (await stored_message(db, sent)).state == SENT
+    assert (await stored_message(db, failed)).state == FAILED
     headers = {"authorization": f"Bearer {await make_key(db, 'leads:read')}"}
     answer = await client.get("/v1/postal/export.csv", params={"campaign": "webinar", "excel": "true"},
                               headers=headers)

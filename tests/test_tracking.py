@@ -26,9 +26,9 @@ from core import clock
 from core.db import Database
 from core.settings import Settings, use_settings
 from leads.models import Activity, Consent, Lead
-from tests.conftest import make_key
+from tests.conftest import make_key, stored_message
 from tests.pipeline import run_events
-from tests.test_send import add_lead, add_template, message, queue
+from tests.test_send import add_lead, add_template, queue
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 BASE = "http://testserver"
@@ -104,7 +104,7 @@ async def test_a_person_opening_and_clicking_is_recorded_and_the_redirect_goes_w
     [click] = await activities(db, "email_clicked")
     assert "machine" not in open_activity.data and "machine" not in click.data
     assert click.data["url"] == "https://example.com/ru/guide" and click.data["campaign"] == "spring"
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.opened_at is not None and row.clicked_at is not None
 
 
@@ -122,7 +122,7 @@ async def test_scanners_and_privacy_proxies_are_recorded_as_machines(
     [click] = await activities(db, "email_clicked")
     assert open_activity.data["machine"] == "head_request"
     assert click.data["machine"] == "clicked_within_seconds_of_delivery"
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     assert row.opened_at is None and row.clicked_at is None  # statistics count people only
 
 
@@ -157,10 +157,10 @@ async def test_one_click_unsubscribe_takes_effect_at_once(
                               headers={"content-type": "application/x-www-form-urlencoded"})
 
     assert answer.status_code == 200 and again.status_code == 200
-    lead_id = (await message(db, message_id)).lead_id
+    lead_id = (await stored_message(db, message_id)).lead_id
     next_one = await queue(db, lead_id, "e1:s2:r0")
     await sender.send_due()
-    assert (await message(db, next_one)).state == SUPPRESSED
+    assert (await stored_message(db, next_one)).state == SUPPRESSED
     async with db.sessions() as session:
         [suppression] = list(await session.scalars(select(Suppression)))
         consent = await session.scalar(select(Consent).where(Consent.lead_id == lead_id))
@@ -185,12 +185,12 @@ async def test_the_preferences_page_stops_one_topic_and_can_subscribe_again(
     saved = await client.post(page_url, data={"action": "save", "topics": ["offers"]})
     assert saved.status_code == 200 and "Сохранено" in saved.text
 
-    lead_id = (await message(db, message_id)).lead_id
+    lead_id = (await stored_message(db, message_id)).lead_id
     news = await queue(db, lead_id, "k-news")
     offers = await queue(db, lead_id, "k-offers", template="offers")
     await sender.send_due()
-    assert (await message(db, news)).state == SUPPRESSED
-    assert (await message(db, offers)).state == SENT
+    assert (await stored_message(db, news)).state == SUPPRESSED
+    assert (await stored_message(db, offers)).state == SENT
 
     await client.post(page_url, data={"action": "unsubscribe_all"})
     back = await client.post(page_url, data={"action": "resubscribe"})
@@ -274,9 +274,9 @@ async def test_a_hard_bounce_to_the_return_path_suppresses_the_address_and_tells
     assert suppression.reason == "hard_bounce" and suppression.address == "anna@example.ru"
     [activity] = await activities(db, "email_bounced")
     assert activity.data["message_id"] == str(message_id) and activity.data["hard"] is True
-    receipt = await queue(db, (await message(db, message_id)).lead_id, "receipt", kind="transactional")
+    receipt = await queue(db, (await stored_message(db, message_id)).lead_id, "receipt", kind="transactional")
     await sender.send_due()
-    assert (await message(db, receipt)).state == SUPPRESSED  # a dead address gets nothing at all
+    assert (await stored_message(db, receipt)).state == SUPPRESSED  # a dead address gets nothing at all
 
 
 async def test_repeated_soft_bounces_count_as_hard(
@@ -324,12 +324,12 @@ async def test_erasing_the_lead_removes_the_address_but_keeps_it_suppressed(
 ) -> None:
     message_id, html = await sent_mail(db, sender)
     await client.post(paths(html, "/u/")[0], data={"action": "unsubscribe_all"})
-    lead_id = (await message(db, message_id)).lead_id
+    lead_id = (await stored_message(db, message_id)).lead_id
 
     assert (await client.delete(f"/v1/leads/{lead_id}", headers=admin_headers)).status_code in (200, 204)
     await run_events(db)
 
-    row = await message(db, message_id)
+    row = await stored_message(db, message_id)
     async with db.sessions() as session:
         suppression = await session.scalar(select(Suppression))
         kept = await session.scalar(select(func.count()).select_from(CapturedMail))
@@ -338,6 +338,6 @@ async def test_erasing_the_lead_removes_the_address_but_keeps_it_suppressed(
     again = await add_lead(db, email="anna@example.ru")  # the same person, signed up again by someone else
     retry = await queue(db, again, "after-erasure")
     await sender.send_due()
-    assert (await message(db, retry)).state == SUPPRESSED
+    assert (await stored_message(db, retry)).state == SUPPRESSED
     async with db.sessions() as session:
         assert await session.scalar(select(Lead.email).where(Lead.id == lead_id)) is None
