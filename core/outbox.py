@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, String, Table, Text, event, insert
+from sqlalchemy import ForeignKey, Index, String, Table, Text, event, insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -36,9 +36,15 @@ class OutboxEvent(IdMixin, Base):
     # every handler of the event has either applied its effect or gone to the dead letters
     done_at: Mapped[datetime | None]
 
+    # Only pending rows are indexed, in the order they are looked for: the relay's next events
+    # (oldest first), the sweeper's events relayed long ago and never done. A row leaves an index as
+    # it is relayed or done, so the indexes stay as small as the backlog however long the table
+    # grows, and a done row's update adds no entry to either.
     __table_args__ = (
-        Index("ix_outbox_events_unrelayed", "relayed_at", "created_at"),
-        Index("ix_outbox_events_undone", "done_at", "relayed_at"),
+        Index("ix_outbox_events_unrelayed", "created_at", "id", postgresql_where=text("relayed_at IS NULL"),
+              sqlite_where=text("relayed_at IS NULL")),
+        Index("ix_outbox_events_undone", "relayed_at", postgresql_where=text("done_at IS NULL"),
+              sqlite_where=text("done_at IS NULL")),
     )
 
 
