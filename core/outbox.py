@@ -9,12 +9,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, String, Table, Text, event, insert, text
+from sqlalchemy import ForeignKey, Index, String, Table, Text, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
-from core.db import Base, IdMixin
+from core.db import Base, IdMixin, partial_index
 from core.ids import new_id
 
 NUDGE_CHANNEL = "nurture:outbox"
@@ -41,10 +41,8 @@ class OutboxEvent(IdMixin, Base):
     # it is relayed or done, so the indexes stay as small as the backlog however long the table
     # grows, and a done row's update adds no entry to either.
     __table_args__ = (
-        Index("ix_outbox_events_unrelayed", "created_at", "id", postgresql_where=text("relayed_at IS NULL"),
-              sqlite_where=text("relayed_at IS NULL")),
-        Index("ix_outbox_events_undone", "relayed_at", postgresql_where=text("done_at IS NULL"),
-              sqlite_where=text("done_at IS NULL")),
+        partial_index("ix_outbox_events_unrelayed", "created_at", "id", where="relayed_at IS NULL"),
+        partial_index("ix_outbox_events_undone", "relayed_at", where="done_at IS NULL"),
     )
 
 

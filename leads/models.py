@@ -7,12 +7,12 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Table, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 import core.auth  # noqa: F401  (Lead.owner_id refers to the users table)
 from core import clock
-from core.db import Base, IdMixin, TimestampMixin
+from core.db import Base, IdMixin, TimestampMixin, partial_index
 
 
 class CustomerStatus(StrEnum):
@@ -34,8 +34,7 @@ def present_index(name: str, column: str) -> Index:
     """An index of the rows where `column` is set, for a column most rows leave empty (a page view's
     visitor id, an erased person's hashes): every form post would otherwise add a NULL entry to it.
     Lookups by value (`=`, `IN`) use it on both databases."""
-    where = text(f"{column} IS NOT NULL")
-    return Index(name, column, postgresql_where=where, sqlite_where=where)
+    return partial_index(name, column, where=f"{column} IS NOT NULL")
 
 
 class Lead(IdMixin, TimestampMixin, Base):
