@@ -265,6 +265,16 @@ def _pair(alias: str) -> tuple[str, str]:
     return kind, value
 
 
+def _probe(keys: str, lookup: str) -> str:
+    """The rows `lookup` finds for each of the array `keys` (as k.v), one index probe per key.
+
+    Written as `column = ANY(keys)`, a batch's hundred emails or phones were looked up by reading
+    the whole table whenever the planner priced that below a hundred probes: below ~50,000 leads,
+    with or without statistics (measured at 21,000 leads: 3.8-6.9 ms a batch instead of 0.3 ms).
+    OFFSET 0 keeps the lookup a subquery run per key, so it stays an index probe at any size."""
+    return f"SELECT f.* FROM unnest({keys}::varchar[]) AS k(v), LATERAL ({lookup} OFFSET 0) AS f"
+
+
 _BOOK_SQL = f"""
 SELECT l.id, {", ".join(f"l.{k}" for k in PROFILE_FIELDS)}, l.custom, l.created_at, l.merged_into_id, l.erased_at,
     ARRAY(SELECT a.kind || ':' || a.value FROM lead_aliases a WHERE a.lead_id = l.id AND (
@@ -278,10 +288,11 @@ SELECT l.id, {", ".join(f"l.{k}" for k in PROFILE_FIELDS)}, l.custom, l.created_
         WHERE tp.lead_id = l.id AND tp.channel = '{Channel.import_.value}') AS s)::text END
 FROM leads l
 WHERE l.id = ANY(ARRAY(
-    SELECT id FROM leads WHERE email = ANY($1::varchar[]) OR phone = ANY($2::varchar[])
-    UNION SELECT lead_id FROM lead_aliases
-        WHERE (kind = 'email' AND value = ANY($1::varchar[])) OR (kind = 'phone' AND value = ANY($2::varchar[]))
-    UNION SELECT lead_id FROM visitors WHERE visitor_id = ANY($3::varchar[])))
+    {_probe("$1", "SELECT id FROM leads WHERE email = k.v")}
+    UNION {_probe("$2", "SELECT id FROM leads WHERE phone = k.v")}
+    UNION {_probe("$1", "SELECT lead_id FROM lead_aliases WHERE kind = 'email' AND value = k.v")}
+    UNION {_probe("$2", "SELECT lead_id FROM lead_aliases WHERE kind = 'phone' AND value = k.v")}
+    UNION {_probe("$3", "SELECT lead_id FROM visitors WHERE visitor_id = k.v")}))
 """
 
 
