@@ -48,8 +48,9 @@ class GroupCommit(Generic[Item, Result]):
                  one: Callable[[AsyncSession, Item], Awaitable[Result]],
                  max_batch: int = 100, writers: int = 2,
                  written: Callable[[list[Result]], None] | None = None,
-                 locks: Callable[[list[Item]], Iterable[str]] | None = None) -> None:
+                 locks: Callable[[list[Item]], Iterable[str]] | None = None, planned_once: bool = False) -> None:
         self.db = db
+        self.planned_once = planned_once  # `many` suits any plan (core.db.locked_transaction)
         self.locks = locks  # the identities a batch works on, locked from its first round trip
         self.written = written  # told each batch's results once committed (metrics)
         self.channel = channel
@@ -105,7 +106,9 @@ class GroupCommit(Generic[Item, Result]):
         started = time.perf_counter()
         items = [w.item for w in batch]
         locks = self.locks(items) if self.locks else ()
-        async with self.db.group_write(), self.db.sessions() as session, locked_transaction(session, locks):
+        async with self.db.group_write(), self.db.sessions() as session, locked_transaction(
+            session, locks, self.planned_once
+        ):
             results = await self.many(session, items)
         INTAKE_BATCH.labels(self.channel).observe(len(batch))
         INTAKE_BATCH_SECONDS.labels(self.channel).observe(time.perf_counter() - started)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select, text
 
 from core import clock
-from core.db import Database, driver_connection, locked_transaction
+from core.db import Database, driver_connection, locked_transaction, plan_each_execution
 from core.groupcommit import GroupCommit
 from core.outbox import OutboxEvent
 from leads.intake.batch import _BOOK_SQL, load_book
@@ -311,29 +311,60 @@ async def _never_alone(session: Any, item: str) -> str:
 
 
 async def test_a_group_looks_its_people_up_by_index_however_small_the_tables(db: Database) -> None:
-    """A group's hundred emails, phones and browsers are looked up one index probe each. Written as
-    `email = ANY(…) OR phone = ANY(…)`, the planner read all of `leads` instead whenever it had fewer
-    than ~50,000 rows: at 21,000 leads that was 4-7 ms of the database's time per group."""
+    """A group's hundred emails, phones and browsers are looked up one index probe each, by a plan
+    made for the values or by one kept since the tables were empty. Written as `email = ANY(…) OR
+    phone = ANY(…)`, the planner read all of `leads` instead whenever it had fewer than ~50,000
+    rows: at 21,000 leads that was 4-7 ms of the database's time per group."""
     if db.sqlite:
         pytest.skip("PostgreSQL's planner (SQLite searches each IN list through its index)")
+    emails = [f"new{i}@example.ru" for i in range(99)] + ["known7@example.ru"]
+    phones = [f"+7916{i:07d}" for i in range(100)]
+    visitors = [f"visitor-{i}" for i in range(100)]
+    arrays = ", ".join("'{" + ",".join(values) + "}'" for values in (emails, phones, visitors))
+
+    async def plans(driver: Any) -> list[str]:
+        made_now = "\n".join(row[0] for row in await driver.fetch("EXPLAIN " + _BOOK_SQL, emails, phones, visitors,
+                                                                   True, False))
+        kept = "\n".join(row[0] for row in await driver.fetch(f"EXPLAIN EXECUTE book({arrays}, true, false)"))
+        return [made_now, kept]
+
     async with db.sessions() as session:
         driver = await driver_connection(session)
-        await driver.execute(
-            "INSERT INTO leads (id, email, phone, customer_status, custom, source_channel, created_at, updated_at) "
-            "SELECT gen_random_uuid(), 'known' || i || '@example.ru', '+7912' || lpad(i::text, 7, '0'), 'new', "
-            "'{}', 'form', now(), now() FROM generate_series(1, 5000) AS i"
-        )
-        await driver.execute("INSERT INTO visitors (visitor_id, lead_id, first_seen_at) "
-                             "SELECT 'visitor-' || id, id, now() FROM leads")
-        emails = [f"new{i}@example.ru" for i in range(99)] + ["known7@example.ru"]
-        phones = [f"+7916{i:07d}" for i in range(100)]
-        visitors = [f"visitor-{i}" for i in range(100)]
-        for analyzed in (False, True):
-            if analyzed:
-                await driver.execute("ANALYZE leads; ANALYZE visitors")
-            plan = "\n".join(row[0] for row in await driver.fetch(
-                "EXPLAIN " + _BOOK_SQL, emails, phones, visitors, True, False))
-            assert "Seq Scan on leads" not in plan and "Seq Scan on visitors" not in plan, plan
-        book = await load_book(session, emails, phones, visitors)
-        assert book.find("known7@example.ru", None) is not None
-        assert book.find("new1@example.ru", phones[0]) is None
+        await driver.execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan")
+        await driver.execute(f"PREPARE book(varchar[], varchar[], varchar[], boolean, boolean) AS {_BOOK_SQL}")
+        try:
+            await plans(driver)  # the kept plan is made now, while the tables are empty
+            await driver.execute(
+                "INSERT INTO leads (id, email, phone, customer_status, custom, source_channel, created_at, updated_at) "
+                "SELECT gen_random_uuid(), 'known' || i || '@example.ru', '+7912' || lpad(i::text, 7, '0'), 'new', "
+                "'{}', 'form', now(), now() FROM generate_series(1, 5000) AS i"
+            )
+            await driver.execute("INSERT INTO visitors (visitor_id, lead_id, first_seen_at) "
+                                 "SELECT 'visitor-' || id, id, now() FROM leads")
+            kept_since_empty = await plans(driver)
+            await driver.execute("SET LOCAL plan_cache_mode = force_custom_plan; ANALYZE leads; ANALYZE visitors")
+            for plan in [*kept_since_empty, *await plans(driver)]:
+                assert "Seq Scan on leads" not in plan and "Seq Scan on visitors" not in plan, plan
+            book = await load_book(session, emails, phones, visitors)
+            assert book.find("known7@example.ru", None) is not None
+            assert book.find("new1@example.ru", phones[0]) is None
+        finally:
+            await driver.execute("ROLLBACK; DEALLOCATE book")
+
+
+async def test_a_planned_once_transaction_keeps_plans_until_told_and_leaves_the_connection_as_it_was(
+    db: Database,
+) -> None:
+    if db.sqlite:
+        pytest.skip("PostgreSQL's plan cache")
+
+    async def mode(session: Any) -> str:
+        return str(await (await driver_connection(session)).fetchval("SHOW plan_cache_mode"))
+
+    async with db.sessions() as session:
+        async with locked_transaction(session, ["lead:a@example.ru"], planned_once=True):
+            assert await mode(session) == "auto"  # foreign-key checks and the group's statements keep a plan
+            await plan_each_execution(session)
+            assert await mode(session) == "force_custom_plan"  # the updates that follow are planned for their values
+        async with locked_transaction(session, ["lead:a@example.ru"]):
+            assert await mode(session) == "force_custom_plan"

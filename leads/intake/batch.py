@@ -20,7 +20,7 @@ from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select, upda
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
-from core.db import Base, driver_connection, lock_keys
+from core.db import Base, driver_connection, lock_keys, plan_each_execution
 from core.ids import new_id
 from core.outbox import outbox_t
 from leads.models import (
@@ -286,13 +286,13 @@ SELECT l.id, {", ".join(f"l.{k}" for k in PROFILE_FIELDS)}, l.custom, l.created_
     CASE WHEN $5 THEN (SELECT json_agg(json_build_array(s.source, s.campaign)) FROM (
         SELECT DISTINCT tp.source, tp.campaign FROM touchpoints tp
         WHERE tp.lead_id = l.id AND tp.channel = '{Channel.import_.value}') AS s)::text END
-FROM leads l
-WHERE l.id = ANY(ARRAY(
+FROM (
     {_probe("$1", "SELECT id FROM leads WHERE email = k.v")}
     UNION {_probe("$2", "SELECT id FROM leads WHERE phone = k.v")}
     UNION {_probe("$1", "SELECT lead_id FROM lead_aliases WHERE kind = 'email' AND value = k.v")}
     UNION {_probe("$2", "SELECT lead_id FROM lead_aliases WHERE kind = 'phone' AND value = k.v")}
-    UNION {_probe("$3", "SELECT lead_id FROM visitors WHERE visitor_id = k.v")}))
+    UNION {_probe("$3", "SELECT lead_id FROM visitors WHERE visitor_id = k.v")}
+) AS found(id), LATERAL (SELECT * FROM leads WHERE id = found.id OFFSET 0) AS l
 """
 
 
@@ -378,12 +378,15 @@ async def write_batch(session: AsyncSession, leads: list[BatchLead], rows: Batch
             (outbox_t, rows.events),
         ) if values
     ])
-    # Only the columns this batch changed are written, so a concurrent edit of another field
-    # of the same lead (which takes no identity lock) is not overwritten with a stale value.
     groups: dict[tuple[str, ...], list[BatchLead]] = {}
     for lead in leads:
         if not lead.new and not lead.virtual and lead.touched:
             groups.setdefault(tuple(sorted(lead.changed)), []).append(lead)
+    stitched = {**{v: r["lead_id"] for v, r in rows.new_visitors.items()}, **rows.moved_visitors}
+    if groups or stitched:
+        await plan_each_execution(session)  # updates by key: a plan made while a table was small would scan it
+    # Only the columns this batch changed are written, so a concurrent edit of another field
+    # of the same lead (which takes no identity lock) is not overwritten with a stale value.
     for columns, group in groups.items():
         stmt = (
             update(leads_t)
@@ -401,7 +404,6 @@ async def write_batch(session: AsyncSession, leads: list[BatchLead], rows: Batch
             .values(lead_id=bindparam("b_lead")),
             [{"b_visitor": v, "b_lead": lead_id} for v, lead_id in rows.moved_visitors.items()],
         )
-    stitched = {**{v: r["lead_id"] for v, r in rows.new_visitors.items()}, **rows.moved_visitors}
     if stitched:
         # The anonymous page views these browsers made before become the leads' history.
         for table in (touchpoints_t, activities_t):

@@ -40,7 +40,7 @@ class FormBatcher(GroupCommit[FormPost, Recorded]):
 
     def __init__(self, db: Database, max_batch: int = MAX_BATCH, writers: int = WRITERS) -> None:
         super().__init__(db, Channel.form.value, record_posts, _record_one, max_batch, writers, written=_count,
-                         locks=identities)
+                         locks=identities, planned_once=True)
 
     async def record(self, post: FormPost) -> Recorded:
         """Record the post; returns once it is committed (raises what recording it alone raises)."""
