@@ -1,6 +1,10 @@
 """Form intake over real HTTP on 127.0.0.1: nurture under uvicorn on SQLite and PostgreSQL, and a
 bare FastAPI endpoint that parses the same form without a database, in the same run.
 
+With PostgreSQL, a third reference, the floor: the bare endpoint that also keeps each post as one
+row in PostgreSQL, the posts that arrive meanwhile committed together. It is the least any durable
+intake does, so it tells what this machine allows: the p99 nurture could reach here at best.
+
 Prints one JSON line per target and a summary line with the PostgreSQL/bare ratio.
 Closed loop (100 clients back to back) gives throughput. Open loops at fixed offered rates (by
 default a quarter, half and three quarters of what PostgreSQL sustained), the same rates for every
@@ -167,6 +171,10 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         bases = {"bare": stack.enter_context(server("_bare_app:create_bare_app", {}, workers=args.workers))}
+        if "postgresql" in kinds:
+            floor_url = stack.enter_context(scratch_database("postgresql"))
+            bases["floor"] = stack.enter_context(server("_bare_app:create_floor_app",
+                                                        {"NURTURE_DATABASE_URL": floor_url}, workers=args.workers))
         pg_url = None
         for kind in kinds:
             url = stack.enter_context(scratch_database(kind))
@@ -176,7 +184,7 @@ def main() -> None:
                                                      workers=args.workers))
         results: dict[str, dict[str, Any]] = {}
         for label, base in bases.items():
-            wal_of = pg_url if label == "postgresql" else None
+            wal_of = pg_url if label in ("postgresql", "floor") else None
             results[label] = {"bench": "intake", "target": label, "concurrency": args.concurrency,
                               "closed_loop": uv_run(closed(base, label, args, wal_of)), "open_loop": {}}
             results[label]["leads_per_s"] = results[label]["closed_loop"]["per_s"]
@@ -197,7 +205,7 @@ def summary(results: dict[str, dict[str, Any]], kinds: list[str], rates: list[in
     bare = results["bare"]
     out: dict[str, Any] = {"bench": "intake", "summary": True, "bare_per_s": bare["leads_per_s"],
                            "bare_closed_loop_p99_ms": bare["closed_loop"]["p99_ms"]}
-    for label in ["bare", *kinds]:
+    for label in ["bare", *(["floor"] if "floor" in results else []), *kinds]:
         r = results[label]
         if label != "bare":
             out[f"{label}_per_s"] = r["leads_per_s"]
