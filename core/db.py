@@ -113,7 +113,10 @@ def create_engine(url: str, pool_size: int = 20) -> AsyncEngine:
     # Plans per execution, not the generic plan PostgreSQL settles on after five runs of a prepared
     # statement: for `id IN (…)` over a batch's ids the generic plan walks a whole index (measured:
     # 4–7 ms instead of 0.5–0.8 ms per statement on the scoring path).
-    settings = {"plan_cache_mode": "force_custom_plan"}
+    # No JIT compilation: nurture's statements are short, and the planner's cost of a batch's
+    # thousand index probes crosses JIT's thresholds, so a 25 ms look-up spent 565 ms compiling
+    # (an import of 100,000 rows took twice as long).
+    settings = {"plan_cache_mode": "force_custom_plan", "jit": "off"}
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size,
                                  connect_args={"server_settings": settings}, json_deserializer=orjson.loads)
     engine.sync_engine.dialect.use_insertmanyvalues_wo_returning = True
@@ -255,6 +258,17 @@ async def locked_transaction(
         session.info.pop(_DRIVER, None)
         session.info.pop(_PLANNED_ONCE, None)
     await session.commit()
+
+
+async def plan_once(session: AsyncSession) -> bool:
+    """Let PostgreSQL keep one plan per statement for the rest of the transaction, as in a
+    `planned_once` one, before statements that suit any plan; True when this call made the change
+    (the caller then calls `plan_each_execution` once they are done)."""
+    if session.get_bind().dialect.name != "postgresql" or session.info.get(_PLANNED_ONCE):
+        return False
+    await (await driver_connection(session)).execute("SET LOCAL plan_cache_mode = auto")
+    session.info[_PLANNED_ONCE] = True
+    return True
 
 
 async def plan_each_execution(session: AsyncSession) -> None:
