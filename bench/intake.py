@@ -216,6 +216,10 @@ def summary(results: dict[str, dict[str, Any]], kinds: list[str], rates: list[in
                 out[f"{label}_wal_bytes_per_lead"] = r["closed_loop"]["wal_bytes_per_lead"]
             if "commit_probe" in r:
                 out[f"{label}_plain_commit_max_ms"] = r["commit_probe"]["max_ms"]
+            if label != "floor" and "floor" in results and results["floor"]["closed_loop"]["p99_ms"]:
+                # The tail against the least durable intake's on the same machine in the same run.
+                out[f"{label}_closed_loop_p99_vs_floor"] = round(
+                    r["closed_loop"]["p99_ms"] / results["floor"]["closed_loop"]["p99_ms"], 2)
         out[f"{label}_p99_ms_at"] = {rate: r["open_loop"][str(rate)]["p99_ms"] for rate in rates}
         out[f"{label}_p50_ms_at"] = {rate: r["open_loop"][str(rate)]["p50_ms"] for rate in rates}
         within = [rate for rate in rates if r["open_loop"][str(rate)]["p99_ms"] < 50]
