@@ -109,7 +109,6 @@ class Floor:
 
 
 def create_floor_app() -> FastAPI:
-    from sqlalchemy.engine import make_url
+    from _harness import pg_dsn
 
-    url = make_url(os.environ["NURTURE_DATABASE_URL"]).set(drivername="postgresql")
-    return create_bare_app(Floor(url.render_as_string(hide_password=False)).keep)
+    return create_bare_app(Floor(pg_dsn(os.environ["NURTURE_DATABASE_URL"])).keep)
