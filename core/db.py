@@ -210,6 +210,7 @@ async def lock_keys(session: AsyncSession, *keys: str) -> None:
 
 _DRIVER = "nurture.driver_connection"  # session.info key: the driver connection of a locked_transaction
 _PLANNED_ONCE = "nurture.planned_once"  # session.info key: the transaction plans statements once (see below)
+_PLAN_ONCE = "SET LOCAL plan_cache_mode = force_generic_plan"
 
 
 @contextlib.asynccontextmanager
@@ -242,7 +243,7 @@ async def locked_transaction(
     # Integers only, written into the text: the simple protocol that takes two statements at once
     # has no parameters.
     locks = "; " + _LOCKS.format(ids=f"'{{{','.join(map(str, ids))}}}'::bigint[]")
-    plans = "; SET LOCAL plan_cache_mode = force_generic_plan" if planned_once else ""
+    plans = "; " + _PLAN_ONCE if planned_once else ""
     await driver.execute("BEGIN" + plans + (locks if ids else ""))
     session.info[_PLANNED_ONCE] = planned_once
     try:
@@ -266,7 +267,7 @@ async def plan_once(session: AsyncSession) -> bool:
     (the caller then calls `plan_each_execution` once they are done)."""
     if session.get_bind().dialect.name != "postgresql" or session.info.get(_PLANNED_ONCE):
         return False
-    await (await driver_connection(session)).execute("SET LOCAL plan_cache_mode = force_generic_plan")
+    await (await driver_connection(session)).execute(_PLAN_ONCE)
     session.info[_PLANNED_ONCE] = True
     return True
 
