@@ -196,6 +196,7 @@ class RequestContext:
 
 
 def _install_routes(app: FastAPI) -> None:
+    from app.domains import install
     from app.routes import include_routers
 
     @app.get("/healthz", include_in_schema=False)
@@ -227,4 +228,4 @@ def _install_routes(app: FastAPI) -> None:
             export_metrics(await pipeline_status(request.app.state.db, getattr(request.app.state, "queue", None)))
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
-    include_routers(app)
+    include_routers(app, install())

@@ -1,28 +1,17 @@
-"""Every router of every domain, assembled in one place."""
+"""Every router of every domain, mounted from the domain registry (app.domains)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI
 
+from core.domains import Domain
 
-def include_routers(app: FastAPI) -> None:
-    from app import api_keys, demo
-    from channels import api as channel_api
-    from channels import hooks as channel_hooks
-    from channels import pages as channel_pages
-    from leads.api import public_routes
-    from leads.api import routers as lead_routers
-    from scoring import api as scoring_api
-    from worker import api as pipeline_api
 
-    app.router.routes[:0] = public_routes  # form posts and page views: matched before all else (see leads.api)
-    for router in lead_routers:
-        app.include_router(router)
-    app.include_router(scoring_api.router)
-    app.include_router(channel_pages.router)
-    app.include_router(channel_api.router)
-    app.include_router(channel_hooks.router)
-    app.include_router(channel_hooks.exports)
-    app.include_router(api_keys.router)
-    app.include_router(pipeline_api.router)
-    app.include_router(demo.router)
+def include_routers(app: FastAPI, domains: Sequence[Domain]) -> None:
+    lean = [route for domain in domains for route in domain.lean_routes]
+    app.router.routes[:0] = lean  # form posts and page views: matched before all else (see leads.api)
+    for domain in domains:
+        for router in (*domain.public, *domain.api):
+            app.include_router(router)

@@ -1,6 +1,7 @@
 """What a batch of messages is made of: their templates (saved ones by key, the built-in system ones
-by `system:` key) and each recipient's template context (lead, score, grade, stage, campaign,
-sender, the caller's extra values). Loaded in a few statements per batch."""
+by `system:` key) and each recipient's template context (lead, campaign, sender, what the other
+domains add through the registry, such as the score, and the caller's extra values). Loaded in a
+few statements per batch."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ from channels.models import templates_t
 from channels.starters import SYSTEM
 from channels.templates import EmailTemplate, Kind, compile_text
 from core.db import one_of
+from core.domains import template_contexts
 from core.errors import Invalid, NotFound
 from leads.models import leads_t
-from scoring.models import LeadScore, RuleSetVersion
 
 LEAD_FIELDS = ("first_name", "last_name", "email", "phone", "company", "city", "region", "country", "custom")
 
@@ -41,7 +42,8 @@ class Stored:
 class Material:
     templates: dict[str, Stored]
     leads: dict[uuid.UUID, Row[Any]]
-    scores: dict[uuid.UUID, Row[Any]]
+    added: dict[str, Any]  # what the other domains add when they know nothing of the lead
+    added_for: dict[uuid.UUID, dict[str, Any]]  # … and for each lead
     sender: dict[str, str]
     topics: dict[uuid.UUID, str]  # message id → its template's topic
 
@@ -71,11 +73,10 @@ class Material:
             fields.update({k: getattr(lead, k) or ("" if k != "custom" else {}) for k in LEAD_FIELDS})
         elif row.channel == "email":
             fields["email"] = row.recipient
-        score = self.scores.get(row.lead_id) if row.lead_id is not None else None
+        added = self.added_for.get(row.lead_id, self.added) if row.lead_id is not None else self.added
         extra = (row.payload or {}).get("context") or {}
         return {
-            "lead": fields, "score": round(score.points) if score else 0, "grade": score.grade if score else "",
-            "stage": score.stage if score else "", "campaign": {"name": row.campaign or ""},
+            "lead": fields, **added, "campaign": {"name": row.campaign or ""},
             "sender": dict(self.sender), **(extra if isinstance(extra, dict) else {}),
         }
 
@@ -97,20 +98,19 @@ async def load(session: AsyncSession, rows: Sequence[Row[Any]], mailer: Mailer) 
     templates = await stored_templates(session, keys)
     lead_ids = list({r.lead_id for r in rows if r.lead_id is not None})
     leads: dict[uuid.UUID, Row[Any]] = {}
-    scores: dict[uuid.UUID, Row[Any]] = {}
+    contexts = template_contexts()
+    added: dict[str, Any] = {k: v for c in contexts for k, v in c.defaults.items()}
+    added_for: dict[uuid.UUID, dict[str, Any]] = {}
     if lead_ids:
         l = leads_t.c  # noqa: E741
         found = await session.execute(select(l.id, *(l[k] for k in LEAD_FIELDS)).where(one_of(session, l.id, lead_ids)))
         leads = {r.id: r for r in found}
-        live = await session.scalar(select(RuleSetVersion.version).where(RuleSetVersion.state == "live")) or 0
-        s = LeadScore
-        found = await session.execute(
-            select(s.lead_id, s.points, s.grade, s.stage).where(one_of(session, s.lead_id, lead_ids), s.version == live)
-        )
-        scores = {r.lead_id: r for r in found}
+        for context in contexts:
+            for lead_id, values in (await context.load(session, lead_ids)).items():
+                added_for.setdefault(lead_id, dict(added)).update(values)
     topics = {r.id: templates[r.template].topic for r in rows if r.template in templates}
     sender = {"name": mailer.from_name, "address": mailer.from_address}
-    return Material(templates, leads, scores, sender, topics)
+    return Material(templates, leads, added, added_for, sender, topics)
 
 
 async def stored_templates(session: AsyncSession, keys: Sequence[str]) -> dict[str, Stored]:

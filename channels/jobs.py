@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.ledger import settle_stale
-from channels.returns import forget, request_optin, returned
+from channels.returns import request_optin, returned
 from core.events import Event, handles, sweeps
 from core.settings import current_settings
 
@@ -28,9 +28,3 @@ async def returned_mail(session: AsyncSession, event: Event) -> None:
 async def optin_mail(session: AsyncSession, event: Event) -> None:
     """The double opt-in confirmation mail, queued once per pending consent."""
     await request_optin(session, event.payload, current_settings())
-
-
-@handles("lead.erased", name="channels.forget_erased")
-async def forget_erased(session: AsyncSession, event: Event) -> None:
-    ids = [uuid.UUID(str(i)) for i in [event.payload["lead_id"], *(event.payload.get("merged_ids") or [])]]
-    await forget(session, ids, current_settings().derived_secret("suppressions"))

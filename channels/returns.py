@@ -1,7 +1,6 @@
 """What comes back to the email channel: bounces and complaints (read by the classifier from the
 stored inbound message) become bounce records, suppressions and lead activities; the double opt-in
-request becomes a confirmation mail; an erased person's messages and suppressions lose the address.
-Takes an AsyncSession and never commits."""
+request becomes a confirmation mail. Takes an AsyncSession and never commits."""
 
 from __future__ import annotations
 
@@ -9,15 +8,14 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import undefer
 
 from channels.email.bounces import Recipient, classify
 from channels.email.compose import parse_bounce_address
-from channels.gate import address_hash
 from channels.ledger import Outgoing, queue_message
-from channels.models import bounces_t, captured_t, messages_t, suppressions_t
+from channels.models import bounces_t, messages_t, suppressions_t
 from channels.tokens import MessageTokens
 from core import clock
 from core.db import insert_ignore
@@ -146,38 +144,3 @@ async def request_optin(session: AsyncSession, payload: dict[str, Any], settings
         payload={"context": {"confirm_url": f"{settings.base_url.rstrip('/')}/optin/{token}"}},
     ))
     return message_id
-
-
-async def forget(session: AsyncSession, lead_ids: list[uuid.UUID], secret: str) -> None:
-    """An erased person's messages keep their states (for counts) but not the address or content;
-    captured copies go; suppressions and bounce records keep only the address's keyed hash, so the
-    address is still never mailed again."""
-    if not lead_ids:
-        return
-    m = messages_t.c
-    message_ids = list(await session.scalars(select(m.id).where(m.lead_id.in_(lead_ids))))
-    if message_ids:
-        await session.execute(delete(captured_t).where(captured_t.c.message_id.in_(message_ids)))
-    await session.execute(update(messages_t).where(m.lead_id.in_(lead_ids)).values(
-        recipient="erased", payload={}, links=None, response=None,
-    ))
-    s = suppressions_t.c
-    held = (await session.execute(
-        select(s.id, s.channel, s.address, s.topic).where(s.lead_id.in_(lead_ids), s.address.not_like("hash:%"))
-    )).all()
-    for row in held:
-        hashed = address_hash(secret, row.channel, row.address)
-        twin = await session.scalar(select(s.id).where(s.channel == row.channel, s.address == hashed,
-                                                       s.topic == row.topic))
-        if twin is not None:
-            await session.execute(delete(suppressions_t).where(s.id == row.id))  # the hashed twin is kept
-        else:
-            await session.execute(update(suppressions_t).where(s.id == row.id).values(address=hashed))
-    b = bounces_t.c
-    bounced = (await session.execute(
-        select(b.id, b.address).where(b.lead_id.in_(lead_ids), b.address.not_like("hash:%"))
-    )).all()
-    for bounce_id, address in bounced:
-        await session.execute(update(bounces_t).where(b.id == bounce_id).values(
-            address=address_hash(secret, "email", address), diagnostic="",
-        ))

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from channels.engagement import ALL_AT_ONCE_SECONDS, machine_reason
 from channels.models import messages_t, suppressions_t, templates_t
 from channels.tokens import MessageTokens
 from core import clock
@@ -22,7 +23,6 @@ from core.ids import new_id
 from leads.models import Activity, Consent
 from leads.schemas import ConsentIn
 from leads.service import get_lead, record_activity, record_consent
-from scoring.engagement import ALL_AT_ONCE_SECONDS, machine_reason
 
 UNSUBSCRIBE_ALL = ""  # the topic of a suppression that stops every marketing message
 

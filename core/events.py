@@ -8,9 +8,20 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncSession
+
+
+class EventPayload(BaseModel):
+    """The payload type of one event, declared in its domain's events.py: `name` is the event's
+    name ("<noun>.<past participle>"), the docstring says when it happens. Every producer of the
+    event emits this type; consumers read its fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str]
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
+from core.domains import LeadIds, personal_data, row_values
 from core.outbox import OutboxEvent, emit
+from core.settings import Settings
 from core.tokens import hmac_sha256
 from leads.models import (
     Activity,
@@ -75,8 +77,9 @@ async def _merged_ids(session: AsyncSession, lead_id: uuid.UUID) -> list[uuid.UU
     return ids
 
 
-async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> bool:
-    """Erase the person behind `lead` (and the leads merged into it). Never commits.
+async def erase_lead(session: AsyncSession, lead: Lead, settings: Settings) -> bool:
+    """Erase the person behind `lead` (and the leads merged into it) in every domain that holds
+    something on them (each erases its own part, in this transaction). Never commits.
 
     Returns False when it was already erased; a second run still scrubs anything that arrived
     since, so erasing is idempotent and never leaves personal values behind.
@@ -84,30 +87,14 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
     await lock_keys(session, f"lead-id:{lead.id}", *(f"lead:{k}" for k in (lead.email, lead.phone) if k))
     first_time = lead.erased_at is None
     ids = await _merged_ids(session, lead.id)
+    secret = settings.signing_keys()[0]
     if lead.email:
-        lead.erased_email_hash = identity_hash(secrets[0], "email", lead.email)
+        lead.erased_email_hash = identity_hash(secret, "email", lead.email)
     if lead.phone:
-        lead.erased_phone_hash = identity_hash(secrets[0], "phone", lead.phone)
-    blank: dict[str, Any] = {k: None for k in PROFILE_FIELDS if k not in ANONYMOUS_FIELDS}
-    blank["custom"] = {}
-    await session.execute(update(Lead).where(Lead.id.in_(ids)).values(**blank))
-    await session.execute(delete(LeadTag).where(LeadTag.lead_id.in_(ids)))
-    await session.execute(delete(Visitor).where(Visitor.lead_id.in_(ids)))
-    await _forget_aliases(session, ids, secrets[0])
-    await _leave_segments(session, ids)
-    await session.execute(
-        update(Touchpoint).where(Touchpoint.lead_id.in_(ids)).values(
-            visitor_id=None, referrer=None, landing_page=None, content=None, term=None
-        )
-    )
-    # Activity data holds form answers, notes, call numbers, email subjects: all of it goes.
-    await session.execute(update(Activity).where(Activity.lead_id.in_(ids)).values(data={}, visitor_id=None))
-    await session.execute(update(Consent).where(Consent.lead_id.in_(ids)).values(ip=None))
-    await session.execute(
-        update(InboundEmail).where(InboundEmail.lead_id.in_(ids)).values(
-            mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}, raw=None
-        )
-    )
+        lead.erased_phone_hash = identity_hash(secret, "phone", lead.phone)
+    for part in personal_data():
+        if part.erase is not None:
+            await part.erase(session, ids, settings)
     await _blank_events(session, ids)
     now = clock.now()
     await session.execute(update(Lead).where(Lead.id.in_(ids), Lead.erased_at.is_(None)).values(erased_at=now))
@@ -118,6 +105,53 @@ async def erase_lead(session: AsyncSession, lead: Lead, secrets: list[str]) -> b
     # The bulk UPDATEs bypassed the identity map: reload so the caller sees the erased row.
     await session.refresh(lead)
     return first_time
+
+
+# --- the leads domain's parts of a person's data (declared in leads.domain) ----------------------
+
+
+async def erase_profiles(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    blank: dict[str, Any] = {k: None for k in PROFILE_FIELDS if k not in ANONYMOUS_FIELDS}
+    blank["custom"] = {}
+    await session.execute(update(Lead).where(Lead.id.in_(ids)).values(**blank))
+    await session.execute(delete(LeadTag).where(LeadTag.lead_id.in_(ids)))
+
+
+async def erase_visitors(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    await session.execute(delete(Visitor).where(Visitor.lead_id.in_(ids)))
+
+
+async def erase_aliases(session: AsyncSession, ids: LeadIds, settings: Settings) -> None:
+    await _forget_aliases(session, list(ids), settings.signing_keys()[0])
+
+
+async def erase_memberships(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    await _leave_segments(session, list(ids))
+
+
+async def erase_touchpoints(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    await session.execute(
+        update(Touchpoint).where(Touchpoint.lead_id.in_(ids)).values(
+            visitor_id=None, referrer=None, landing_page=None, content=None, term=None
+        )
+    )
+
+
+async def erase_activities(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    # Activity data holds form answers, notes, call numbers, email subjects: all of it goes.
+    await session.execute(update(Activity).where(Activity.lead_id.in_(ids)).values(data={}, visitor_id=None))
+
+
+async def erase_consents(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    await session.execute(update(Consent).where(Consent.lead_id.in_(ids)).values(ip=None))
+
+
+async def erase_inbound_emails(session: AsyncSession, ids: LeadIds, _settings: Settings) -> None:
+    await session.execute(
+        update(InboundEmail).where(InboundEmail.lead_id.in_(ids)).values(
+            mail_from=None, rcpt_to=None, subject=None, in_reply_to=None, details={}, raw=None
+        )
+    )
 
 
 async def _forget_aliases(session: AsyncSession, ids: list[uuid.UUID], secret: str) -> None:
@@ -189,56 +223,75 @@ def _is_time(value: str) -> bool:
 
 
 async def export_lead(session: AsyncSession, lead: Lead) -> dict[str, Any]:
-    """Everything held on the person, as plain JSON-able data (times and ids as Python objects)."""
+    """Everything held on the person in every domain, as plain JSON-able data (times and ids as
+    Python objects): each domain's part under its key."""
     ids = await _merged_ids(session, lead.id)
+    out: dict[str, Any] = {"exported_at": clock.now()}
+    for part in personal_data():
+        out[part.key] = await part.export(session, ids)
+    return out
 
-    async def rows(model: Any, where: Any, order: Any) -> list[Any]:
-        return list(await session.scalars(select(model).where(where).order_by(order)))
 
-    merged = [row for row in await rows(Lead, Lead.id.in_(ids[1:]), Lead.created_at)]
+async def _rows(session: AsyncSession, model: Any, where: Any, order: Any) -> list[Any]:
+    return list(await session.scalars(select(model).where(where).order_by(order, model.id)))
+
+
+async def export_profile(session: AsyncSession, ids: LeadIds) -> dict[str, Any]:
+    lead = await session.get_one(Lead, ids[0])
+    return _profile(lead)
+
+
+async def export_merged_leads(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    merged = await _rows(session, Lead, Lead.id.in_(ids[1:]), Lead.created_at)
+    return [_profile(m) | {"merged_into_id": m.merged_into_id} for m in merged]
+
+
+async def export_visitors(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    found = await session.scalars(
+        select(Visitor).where(Visitor.lead_id.in_(ids)).order_by(Visitor.first_seen_at, Visitor.visitor_id)
+    )
+    return [{"visitor_id": v.visitor_id, "first_seen_at": v.first_seen_at} for v in found]
+
+
+async def export_touchpoints(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    found = await _rows(session, Touchpoint, Touchpoint.lead_id.in_(ids), Touchpoint.occurred_at)
+    return [row_values(t) for t in found]
+
+
+async def export_activities(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    return [row_values(a) for a in await _rows(session, Activity, Activity.lead_id.in_(ids), Activity.occurred_at)]
+
+
+async def export_consents(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    return [row_values(c) for c in await _rows(session, Consent, Consent.lead_id.in_(ids), Consent.occurred_at)]
+
+
+async def export_inbound_emails(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    found = await _rows(session, InboundEmail, InboundEmail.lead_id.in_(ids), InboundEmail.received_at)
+    return [row_values(m) for m in found]
+
+
+async def export_memberships(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
     memberships = (
         await session.execute(
             select(SegmentMember, Segment.name)
             .join(Segment, Segment.id == SegmentMember.segment_id)
             .where(SegmentMember.lead_id.in_(ids))
-            .order_by(SegmentMember.entered_at)
+            .order_by(SegmentMember.entered_at, SegmentMember.segment_id)
         )
     ).all()
-    return {
-        "exported_at": clock.now(),
-        "lead": _profile(lead),
-        "visitors": [
-            {"visitor_id": v.visitor_id, "first_seen_at": v.first_seen_at}
-            for v in await rows(Visitor, Visitor.lead_id.in_(ids), Visitor.first_seen_at)
-        ],
-        "touchpoints": [
-            _columns(t) for t in await rows(Touchpoint, Touchpoint.lead_id.in_(ids), Touchpoint.occurred_at)
-        ],
-        "activities": [
-            _columns(a) for a in await rows(Activity, Activity.lead_id.in_(ids), Activity.occurred_at)
-        ],
-        "consents": [_columns(c) for c in await rows(Consent, Consent.lead_id.in_(ids), Consent.occurred_at)],
-        "inbound_emails": [
-            _columns(m) for m in await rows(InboundEmail, InboundEmail.lead_id.in_(ids), InboundEmail.received_at)
-        ],
-        "segments": [
-            {"segment_id": m.segment_id, "name": name, "entered_at": m.entered_at} for m, name in memberships
-        ],
-        "merged_leads": [_profile(m) | {"merged_into_id": m.merged_into_id} for m in merged],
-        "merged_addresses": [
-            {"kind": a.kind, "value": a.value, "merged_id": a.merged_id, "merged_at": a.created_at}
-            for a in await rows(LeadAlias, LeadAlias.lead_id == lead.id, LeadAlias.created_at)
-        ],
-    }
+    return [{"segment_id": m.segment_id, "name": name, "entered_at": m.entered_at} for m, name in memberships]
 
 
-def _columns(row: Any) -> dict[str, Any]:
-    """The row's values; a stored raw message (bytes, loaded only on demand) is left out."""
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key != "raw"}
+async def export_aliases(session: AsyncSession, ids: LeadIds) -> list[dict[str, Any]]:
+    found = await session.scalars(
+        select(LeadAlias).where(LeadAlias.lead_id == ids[0]).order_by(LeadAlias.created_at, LeadAlias.value)
+    )
+    return [{"kind": a.kind, "value": a.value, "merged_id": a.merged_id, "merged_at": a.created_at} for a in found]
 
 
 def _profile(lead: Lead) -> dict[str, Any]:
-    out = _columns(lead)
+    out = row_values(lead)
     # Hashes are our safeguard, not data about the person; and they are not reversible anyway.
     out.pop("erased_email_hash", None)
     out.pop("erased_phone_hash", None)

@@ -7,11 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import channels.models  # noqa: F401
-import core.auth  # noqa: F401  (tables register on Base.metadata)
-import core.outbox  # noqa: F401
-import leads.models  # noqa: F401
-import scoring.models  # noqa: F401
+import app.domains  # noqa: F401  (the registry imports every domain's models: their tables are on Base.metadata)
 from core.db import Base, create_engine
 from core.settings import get_settings
 

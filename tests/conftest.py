@@ -18,8 +18,8 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-import channels.models  # the domains' tables are emptied between tests too
-import scoring.models  # noqa: F401
+import channels.models
+from app.domains import install
 from core import clock
 from core.auth import Scope, create_api_key
 from core.db import Base, Database
@@ -27,6 +27,8 @@ from core.settings import Settings, use_settings
 from migrations import upgrade
 
 PG_URL = os.environ.get("NURTURE_TEST_DATABASE_URL", "")
+DOMAINS = install()  # what the app and the workers run
+TABLES = [t for t in Base.metadata.sorted_tables if t.name in {t.name for d in DOMAINS for t in d.tables()}]
 
 
 def _database_url(tmp: Path) -> str:
@@ -105,7 +107,7 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 async def empty_tables(database: Database) -> None:
     """Empty every table so each test starts from nothing (fast on both databases)."""
     async with database.engine.begin() as conn:
-        tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+        tables = [t.name for t in reversed(TABLES)]
         if database.sqlite:
             for name in tables:
                 await conn.execute(text(f'DELETE FROM "{name}"'))

@@ -306,7 +306,7 @@ async def test_events_posted_at_once_share_transactions_and_a_bad_one_fails_alon
 
 
 async def test_tracker_events_written_in_one_group_record_what_they_record_one_by_one(
-    db: Database, frozen_now: Any
+    db: Database, frozen_now: Any, settings: Settings
 ) -> None:
     """Page views of an unknown browser, of a known lead's browser, of a browser whose lead was
     merged into another and of an erased person's browser (forgotten at erasure), some arriving
@@ -341,7 +341,7 @@ async def test_tracker_events_written_in_one_group_record_what_they_record_one_b
             erased = await session.scalar(select(Lead).where(Lead.email == "erased@example.ru"))
             assert merged is not None and erased is not None
             await merge_leads(session, survivor.lead.id, merged.id)
-            await erase_lead(session, erased, ["secret"])
+            await erase_lead(session, erased, settings)
             await session.commit()
 
     async def state() -> dict[str, Any]:

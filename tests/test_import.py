@@ -257,12 +257,14 @@ async def test_an_imported_row_writes_what_record_intake_writes(db: Database, tm
     assert leads[1].created_at == leads[1].updated_at
 
 
-async def test_an_erased_person_is_not_brought_back_by_an_import(db: Database, tmp_path: Path) -> None:
+async def test_an_erased_person_is_not_brought_back_by_an_import(
+    db: Database, tmp_path: Path, settings: Settings
+) -> None:
     async with db.sessions() as session:
         result = await record_intake(
             session, clean_profile({"email": "gone@example.com"}, "RU"), Origin(channel="form"), "form_submitted"
         )
-        await erase_lead(session, result.lead, SECRETS)
+        await erase_lead(session, result.lead, settings)
         await session.commit()
     run = await run_file(db, tmp_path / "old.csv", b"email\ngone@example.com\nnew@example.com\n")
 

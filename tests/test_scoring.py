@@ -20,11 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from channels.engagement import machine_reason
 from core import clock
 from core.db import Database
 from core.outbox import OutboxEvent, emit
 from leads.models import Activity, Lead
-from scoring.engagement import machine_reason
 from scoring.rules import Facts, Ruleset, RuleSetIn, decayed
 from scoring.rulesets import DEFAULT_RULES
 from scoring.scores import Score

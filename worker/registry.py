@@ -1,15 +1,11 @@
-"""The registry: which handlers run for which event, and which sweeps run, collected from each
-domain's jobs.py."""
+"""Which handlers run for which event, and which sweeps run: what the domains of the registry
+(app.domains) declare in their jobs modules."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 
 from core.events import Handler, Sweep
-
-# Each domain's jobs module; a new domain adds its own here.
-DOMAIN_JOBS = ("leads.jobs", "scoring.jobs", "channels.jobs")
 
 
 class Registry:
@@ -31,14 +27,8 @@ class Registry:
         return self.by_event.get(name, [])
 
 
-def domain_declarations() -> list[Handler | Sweep]:
-    """What the domains declare: module-level `@handles(...)` and `@sweeps(...)` functions in jobs.py."""
-    found: list[Handler | Sweep] = []
-    for module_name in DOMAIN_JOBS:
-        module = importlib.import_module(module_name)
-        found.extend(v for v in vars(module).values() if isinstance(v, Handler | Sweep))
-    return found
-
-
 def load_registry(extra: Iterable[Handler | Sweep] = ()) -> Registry:
-    return Registry([*domain_declarations(), *extra])
+    """The registry's domains' handlers and sweeps, and `extra` (tests add their own)."""
+    from app.domains import install  # the composition root; it mounts worker.api, hence not at import
+
+    return Registry([*(item for domain in install() for item in domain.declared()), *extra])

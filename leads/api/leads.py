@@ -127,7 +127,7 @@ async def patch_lead(
 async def erase(lead_id: str, session: SessionDep, settings: SettingsDep, _key: Writer) -> Response:
     """Erase the person (GDPR / 152-FZ): personal data goes, anonymous counts stay. Idempotent."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
-    await erase_lead(session, lead, settings.signing_keys())
+    await erase_lead(session, lead, settings)
     await session.commit()
     return Response(status_code=204)
 

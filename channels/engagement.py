@@ -1,10 +1,10 @@
 """Human or machine: was an email open or click a person's, or a privacy proxy's, a security
 scanner's, a link previewer's? Machine engagement is recorded but scores nothing.
 
-How the email channel flags it: when it records an `email_opened` / `email_clicked` activity it
-calls `machine_reason(...)` with what the tracking request showed and stores the answer as
-`data["machine"]` (the reason, a short string) when it is not None. Scoring skips such
-activities and says why in the lead's score explanation."""
+How tracking flags it: when it records an `email_opened` / `email_clicked` activity it calls
+`machine_reason(...)` with what the tracking request showed and stores the answer as
+`data["machine"]` (the reason, a short string) when it is not None. Scoring reads that field,
+skips such activities and says why in the lead's score explanation."""
 
 from __future__ import annotations
 
