@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from core import clock
-from core.auth import ApiKey, Scope, create_api_key
+from core.auth import ApiKey, create_api_key
 from core.errors import NotFound
 from core.ids import parse_id
-from core.web import SessionDep, require_scope
+from core.web import Admin, SessionDep
 
 router = APIRouter(prefix="/v1/api-keys", tags=["api keys"])
-Admin = Annotated[ApiKey, Depends(require_scope(Scope.admin))]
 
 
 class ApiKeyIn(BaseModel):

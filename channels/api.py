@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Response
 
 from channels import service
 from channels.models import Template
@@ -35,32 +35,14 @@ from channels.schemas import (
     TestSendIn,
     TestSendOut,
 )
-from core.auth import ApiKey, Scope, require
-from core.errors import Forbidden, Invalid
+from core.auth import Scope, require
+from core.errors import Invalid
 from core.ids import parse_id
-from core.web import SessionDep, SettingsDep, require_scope
-from leads.query import parse_limit
+from core.paging import parse_limit
+from core.web import Marketer, SessionDep, SettingsDep, SetupReader
 
 router = APIRouter(tags=["channels"])
 
-_leads_reader = require_scope(Scope.leads_read)
-_designer = require_scope(Scope.forms)
-
-
-async def _reader(request: Request) -> ApiKey:
-    """leads:read (sales, reports) or forms:write (marketers setting up mail)."""
-    try:
-        return await _leads_reader(request)
-    except Forbidden:
-        pass
-    try:
-        return await _designer(request)
-    except Forbidden:
-        raise Forbidden("this API key lacks the 'leads:read' or 'forms:write' scope", field="authorization") from None
-
-
-Reader = Annotated[ApiKey, Depends(_reader)]
-Marketer = Annotated[ApiKey, Depends(_designer)]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 Limit = Annotated[str | None, Query(description="1 to 100, default 50")]
 OUTBOX_LIMIT = 100
@@ -91,13 +73,13 @@ async def create_template(body: TemplateIn, session: SessionDep, _key: Marketer)
 
 
 @router.get("/v1/templates", response_model=list[TemplateOut])
-async def list_templates(session: SessionDep, _key: Reader, archived: bool = False) -> list[TemplateOut]:
+async def list_templates(session: SessionDep, _key: SetupReader, archived: bool = False) -> list[TemplateOut]:
     """Saved templates by key; archived ones too with `?archived=true`."""
     return [_template_out(t) for t in await service.list_templates(session, archived)]
 
 
 @router.get("/v1/templates/starters", response_model=list[StarterOut])
-async def list_starters(_key: Reader) -> list[StarterOut]:
+async def list_starters(_key: SetupReader) -> list[StarterOut]:
     """Ready email templates to start from (each validates as it is)."""
     return service.starters()
 
@@ -110,7 +92,7 @@ async def create_from_starter(body: FromStarterIn, session: SessionDep, _key: Ma
 
 
 @router.get("/v1/templates/{template_key}", response_model=TemplateOut)
-async def read_template(template_key: str, session: SessionDep, _key: Reader) -> TemplateOut:
+async def read_template(template_key: str, session: SessionDep, _key: SetupReader) -> TemplateOut:
     return _template_out(await service.get_template(session, template_key))
 
 
@@ -134,7 +116,7 @@ async def archive_template(template_key: str, session: SessionDep, _key: Markete
 @router.post("/v1/templates/{template_key}/preview", response_model=TemplatePreviewOut,
              response_model_exclude_none=True)
 async def preview_template(template_key: str, body: TemplatePreviewIn, session: SessionDep,
-                           settings: SettingsDep, key: Reader) -> TemplatePreviewOut:
+                           settings: SettingsDep, key: SetupReader) -> TemplatePreviewOut:
     """Render for a lead (`lead_id`) or a sample lead (`locale`), `context` merged over; links not rewritten.
     A value that breaks the template: 422 naming the field, with the line in `error.details`."""
     if body.lead_id is not None:
@@ -158,7 +140,7 @@ async def send_test(template_key: str, body: TestSendIn, session: SessionDep, ke
 
 
 @router.get("/v1/outbox/messages", response_model=CapturedPage)
-async def list_captured(session: SessionDep, _key: Reader, to: str | None = None, cursor: Cursor = None,
+async def list_captured(session: SessionDep, _key: SetupReader, to: str | None = None, cursor: Cursor = None,
                         limit: Limit = None) -> CapturedPage:
     """Mail the capture server kept, newest first; `to` filters by recipient."""
     page = await service.list_captured(session, to, cursor, _limit(limit))
@@ -166,7 +148,7 @@ async def list_captured(session: SessionDep, _key: Reader, to: str | None = None
 
 
 @router.get("/v1/outbox/messages/{mail_id}", response_model=CapturedDetail)
-async def read_captured(mail_id: str, session: SessionDep, _key: Reader) -> CapturedDetail:
+async def read_captured(mail_id: str, session: SessionDep, _key: SetupReader) -> CapturedDetail:
     """One captured message with its text and HTML parts decoded and its headers."""
     mail = await service.get_captured(session, parse_id(mail_id, "mail_id"))
     text, html, headers = service.read_mail(mail.raw)
@@ -175,7 +157,7 @@ async def read_captured(mail_id: str, session: SessionDep, _key: Reader) -> Capt
 
 @router.get("/v1/outbox/messages/{mail_id}/raw", response_class=Response,
             responses={200: {"content": {"message/rfc822": {}}}})
-async def read_captured_raw(mail_id: str, session: SessionDep, _key: Reader) -> Response:
+async def read_captured_raw(mail_id: str, session: SessionDep, _key: SetupReader) -> Response:
     """The message as it would have gone over SMTP."""
     mail = await service.get_captured(session, parse_id(mail_id, "mail_id"))
     return Response(mail.raw, media_type="message/rfc822",
@@ -187,7 +169,7 @@ async def read_captured_raw(mail_id: str, session: SessionDep, _key: Reader) -> 
 
 @router.get("/v1/messages", response_model=MessagePage)
 async def list_messages(
-    session: SessionDep, _key: Reader, lead_id: uuid.UUID | None = None, state: LedgerState | None = None,
+    session: SessionDep, _key: SetupReader, lead_id: uuid.UUID | None = None, state: LedgerState | None = None,
     channel: LedgerChannel | None = None, campaign: str | None = None, template: str | None = None,
     cursor: Cursor = None, limit: Limit = None,
 ) -> MessagePage:
@@ -201,7 +183,7 @@ async def list_messages(
 
 
 @router.get("/v1/messages/{message_id}", response_model=MessageOut)
-async def read_message(message_id: str, session: SessionDep, _key: Reader) -> MessageOut:
+async def read_message(message_id: str, session: SessionDep, _key: SetupReader) -> MessageOut:
     return MessageOut.model_validate(await service.get_message(session, parse_id(message_id, "message_id")))
 
 
@@ -210,7 +192,7 @@ async def read_message(message_id: str, session: SessionDep, _key: Reader) -> Me
 
 @router.get("/v1/suppressions", response_model=SuppressionPage)
 async def list_suppressions(
-    session: SessionDep, _key: Reader, channel: LedgerChannel | None = None, address: str | None = None,
+    session: SessionDep, _key: SetupReader, channel: LedgerChannel | None = None, address: str | None = None,
     reason: Reason | None = None, cursor: Cursor = None, limit: Limit = None,
 ) -> SuppressionPage:
     """Addresses nothing (or nothing on a topic) is sent to, newest first."""

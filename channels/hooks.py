@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,19 +28,17 @@ from channels.sms import (
     provider_from_config,
 )
 from core import clock
-from core.auth import ApiKey, Scope
 from core.db import insert_ignore
 from core.errors import Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from core.ids import new_id
 from core.settings import Settings
 from core.tokens import constant_time_equal
-from core.web import SessionDep, SettingsDep, read_body, require_scope
+from core.web import LeadsReader, SessionDep, SettingsDep, read_body
 from leads.models import Lead
 from leads.schemas import ConsentIn
 from leads.service import record_activity, record_consent
 
 router = APIRouter(prefix="/v1/sms", tags=["sms"])
-Reader = Annotated[ApiKey, Depends(require_scope(Scope.leads_read))]
 MAX_HOOK_BYTES = 64 * 1024
 # A receipt's error that means the number will never take a message: suppress it like a hard bounce.
 DEAD_NUMBER = ("30005", "30006", "21211", "21614")
@@ -154,7 +152,7 @@ exports = APIRouter(prefix="/v1/postal", tags=["postal"])
 
 
 @exports.get("/export.csv", response_class=Response)
-async def postal_export(session: SessionDep, _key: Reader,
+async def postal_export(session: SessionDep, _key: LeadsReader,
                         campaign: Annotated[str | None, Query(max_length=100)] = None,
                         since: datetime | None = None, until: datetime | None = None, excel: bool = False) -> Response:
     """The letters sent through the postal channel, for the print house (CSV, UTF-8; `excel`: with a

@@ -50,13 +50,14 @@ from channels.templates import (
 from core import clock
 from core.auth import ApiKey, Scope
 from core.db import flush_unique, insert_ignore
+from core.emails import normalize_email
 from core.errors import Conflict, Forbidden, Invalid, NotFound, NurtureError
 from core.ids import new_id
+from core.paging import Page, decode_cursor, encode_cursor
+from core.phones import normalize_phone
 from core.settings import Settings
 from core.text import check_text, scrub
 from leads.models import Lead
-from leads.query import Page, decode_cursor, encode_cursor
-from leads.schemas import normalize_email, normalize_phone
 from leads.service import get_lead
 
 _KEY = re.compile(KEY_PATTERN)

@@ -138,6 +138,9 @@ async def resolve_api_key(session: AsyncSession, raw: str) -> ApiKey:
     return key
 
 
-def require(key: ApiKey, scope: str) -> None:
-    if scope not in key.scopes and Scope.admin.value not in key.scopes:
-        raise Forbidden(f"this API key lacks the '{scope}' scope", field="authorization")
+def require(key: ApiKey, *scopes: str) -> None:
+    """The key holds one of `scopes` (admin holds them all)."""
+    if Scope.admin.value in key.scopes or any(scope in key.scopes for scope in scopes):
+        return
+    wanted = " or ".join(f"'{scope}'" for scope in scopes)
+    raise Forbidden(f"this API key lacks the {wanted} scope", field="authorization")

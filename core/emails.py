@@ -1,10 +1,13 @@
-"""Email addresses: a shortcut for the everyday ones, beside the email_validator library."""
+"""Email addresses: validated and normalised by the email_validator library, with a shortcut for
+the everyday ones."""
 
 from __future__ import annotations
 
 import re
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
+from core.errors import Invalid
 
 # The everyday address (ASCII dot-atom at an ASCII domain with a letters-only top level) that the
 # library would accept as it is: answered without it, as the library's Unicode checks were the
@@ -27,3 +30,15 @@ def plain_email(value: str) -> str | None:
     ):
         return None
     return value.lower()
+
+
+def normalize_email(value: str, field: str = "email") -> str:
+    """Validated, normalised address (IDN domains in Unicode, lower-cased) used for dedupe."""
+    value = value.strip()
+    if (plain := plain_email(value)) is not None:
+        return plain
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise Invalid(f"not a valid email address: {exc}", field=field) from None
+    return result.normalized.lower()

@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from core import clock
 from core.auth import ApiKey, require, resolve_api_key
+from core.auth import Scope as KeyScope  # starlette's Scope is the ASGI one
 from core.db import Database
 from core.errors import Invalid, NurtureError, TooLarge, Unauthorized
 from core.settings import Settings
@@ -38,8 +39,8 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
-    """Dependency: a valid API key (Authorization: Bearer … or X-API-Key) holding `scope`."""
+def require_scope(*scopes: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
+    """Dependency: a valid API key (Authorization: Bearer … or X-API-Key) holding one of `scopes`."""
 
     async def dependency(request: Request) -> ApiKey:
         raw = request.headers.get("x-api-key", "")
@@ -50,7 +51,7 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
             raise Unauthorized("an API key is required (Authorization: Bearer <key>)", field="authorization")
         async with get_db(request).sessions() as session:
             key = await resolve_api_key(session, raw)
-            require(key, scope)
+            require(key, *scopes)
             # Record use at most hourly: a write per request would serialise reads on SQLite.
             now = clock.now()
             if key.last_used_at is None or now - key.last_used_at > timedelta(hours=1):
@@ -60,6 +61,16 @@ def require_scope(scope: str) -> Callable[..., Coroutine[Any, Any, ApiKey]]:
         return key
 
     return dependency
+
+
+# Who may call a route, by the scope their key holds: the same names in every domain's routers.
+LeadsReader = Annotated[ApiKey, Depends(require_scope(KeyScope.leads_read))]
+LeadsWriter = Annotated[ApiKey, Depends(require_scope(KeyScope.leads_write))]
+Marketer = Annotated[ApiKey, Depends(require_scope(KeyScope.forms))]  # sets up forms, mail, rules
+Importer = Annotated[ApiKey, Depends(require_scope(KeyScope.imports))]
+Admin = Annotated[ApiKey, Depends(require_scope(KeyScope.admin))]
+# reads what marketers set up and sent: sales and reports (leads:read) or marketers (forms:write)
+SetupReader = Annotated[ApiKey, Depends(require_scope(KeyScope.leads_read, KeyScope.forms))]
 
 
 class LeanRoute(APIRoute):

@@ -77,7 +77,7 @@ def coerce(spec: CustomField, value: Any) -> Any:
             if result not in (spec.choices or []):
                 raise Invalid(f"must be one of {', '.join(map(str, spec.choices or []))}", field=field)
         elif kind == CustomFieldType.email:
-            from leads.schemas import normalize_email
+            from core.emails import normalize_email
 
             result = normalize_email(str(value), field=field)
         elif kind == CustomFieldType.url:

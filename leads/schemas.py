@@ -6,12 +6,11 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-import phonenumbers
-from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from core.emails import plain_email
+from core.emails import normalize_email
 from core.errors import Invalid
+from core.phones import normalize_phone
 from core.text import check_text
 from leads.models import CustomerStatus
 
@@ -19,29 +18,6 @@ PROFILE_FIELDS = (
     "email", "phone", "first_name", "last_name", "company", "job_title", "industry",
     "company_size", "country", "region", "city", "timezone", "birthday", "customer_status",
 )
-
-
-def normalize_email(value: str, field: str = "email") -> str:
-    """Validated, normalised address (IDN domains in Unicode, lower-cased) used for dedupe."""
-    value = value.strip()
-    if (plain := plain_email(value)) is not None:
-        return plain
-    try:
-        result = validate_email(value, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise Invalid(f"not a valid email address: {exc}", field=field) from None
-    return result.normalized.lower()
-
-
-def normalize_phone(value: str, region: str | None, field: str = "phone") -> str:
-    """E.164, parsed with the form's or account's default region when there is no country code."""
-    try:
-        number = phonenumbers.parse(value.strip(), (region or "").upper() or None)
-    except phonenumbers.NumberParseException:
-        raise Invalid(f"not a phone number: {value!r}", field=field) from None
-    if not phonenumbers.is_possible_number(number) or not phonenumbers.is_valid_number(number):
-        raise Invalid(f"not a valid phone number: {value!r}", field=field)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _clean_text(value: Any, field: str, max_length: int) -> str | None:

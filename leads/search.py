@@ -11,19 +11,14 @@ from sqlalchemy import ColumnElement, Select, exists, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
+from core.emails import normalize_email
 from core.errors import Invalid
+from core.paging import Page, keyset_page, parse_limit
+from core.phones import normalize_phone
 from core.text import check_text
 from leads.fields import coerce, definitions
 from leads.models import Channel, CustomerStatus, CustomFieldType, Lead, LeadTag, Segment, Touchpoint
-from leads.query import (
-    CustomValue,
-    Page,
-    folded_contains,
-    keyset_page,
-    parse_limit,
-    prepare_folding,
-)
-from leads.schemas import normalize_email, normalize_phone
+from leads.query import CustomValue, folded_contains, prepare_folding
 from leads.service import had_identity
 
 LIST_PARAMS = {

@@ -6,53 +6,23 @@ stage needs leads:write."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path
 from sqlalchemy import select
 
-from core.auth import ApiKey, Scope
 from core.errors import NotFound
 from core.ids import parse_id
 from core.text import check_text
-from core.web import SessionDep, require_scope
+from core.web import LeadsReader, LeadsWriter, Marketer, SessionDep
 from scoring.models import RuleSetVersion
-from scoring.rules import STAGES, RuleSetIn
+from scoring.rules import RuleSetIn
 from scoring.rulesets import DEFAULT_RULES, LIVE
+from scoring.schemas import RuleSetOut, StageIn, StageOut
 from scoring.service import explain, post_ruleset, set_stage
 
 router = APIRouter(tags=["scoring"])
 
-Reader = Annotated[ApiKey, Depends(require_scope(Scope.leads_read))]
-Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
-Designer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
-
-
-class RuleSetOut(BaseModel):
-    version: int
-    name: str
-    state: str
-    created_at: datetime | None
-    live_at: datetime | None
-    leads_total: int
-    leads_done: int
-    spec: dict[str, Any]
-
-
-class StageIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    stage: str = Field(description=f"One of {', '.join(STAGES)}")
-    reason: str = Field(default="set by hand", max_length=200)
-
-
-class StageOut(BaseModel):
-    lead_id: uuid.UUID
-    stage: str
-    grade: str
 
 
 def _out(row: RuleSetVersion) -> RuleSetOut:
@@ -61,13 +31,13 @@ def _out(row: RuleSetVersion) -> RuleSetOut:
 
 
 @router.get("/v1/scoring/rulesets", response_model=list[RuleSetOut])
-async def list_rulesets(session: SessionDep, _key: Reader) -> list[RuleSetOut]:
+async def list_rulesets(session: SessionDep, _key: LeadsReader) -> list[RuleSetOut]:
     rows = await session.scalars(select(RuleSetVersion).order_by(RuleSetVersion.version.desc()))
     return [_out(row) for row in rows]
 
 
 @router.get("/v1/scoring/rulesets/live", response_model=RuleSetOut)
-async def live(session: SessionDep, _key: Reader) -> RuleSetOut:
+async def live(session: SessionDep, _key: LeadsReader) -> RuleSetOut:
     row = await session.scalar(select(RuleSetVersion).where(RuleSetVersion.state == LIVE))
     if row is None:  # the built-in default until a marketer's first rule set is live
         return RuleSetOut(version=0, name=str(DEFAULT_RULES["name"]), state=LIVE, created_at=None, live_at=None,
@@ -78,7 +48,7 @@ async def live(session: SessionDep, _key: Reader) -> RuleSetOut:
 
 @router.get("/v1/scoring/rulesets/{version}", response_model=RuleSetOut)
 async def read_ruleset(
-    version: Annotated[int, Path(ge=0, le=2**31 - 1)], session: SessionDep, _key: Reader
+    version: Annotated[int, Path(ge=0, le=2**31 - 1)], session: SessionDep, _key: LeadsReader
 ) -> RuleSetOut:
     row = await session.scalar(select(RuleSetVersion).where(RuleSetVersion.version == version))
     if row is None:
@@ -87,7 +57,7 @@ async def read_ruleset(
 
 
 @router.post("/v1/scoring/rulesets", status_code=202, response_model=RuleSetOut)
-async def post(body: RuleSetIn, session: SessionDep, _key: Designer) -> RuleSetOut:
+async def post(body: RuleSetIn, session: SessionDep, _key: Marketer) -> RuleSetOut:
     """A new version: every lead is rescored under it in the background while the current version
     stays live; it goes live when all are done (watch leads_done / state)."""
     check_text(body.model_dump(mode="json", by_alias=True))
@@ -97,7 +67,7 @@ async def post(body: RuleSetIn, session: SessionDep, _key: Designer) -> RuleSetO
 
 
 @router.get("/v1/leads/{lead_id}/score")
-async def score(lead_id: str, session: SessionDep, _key: Reader) -> dict[str, Any]:
+async def score(lead_id: str, session: SessionDep, _key: LeadsReader) -> dict[str, Any]:
     """Score now (decayed), grade, stage, each contribution with its points then and now, history."""
     explanation = await explain(session, parse_id(lead_id, "lead_id"))
     await session.commit()
@@ -105,7 +75,7 @@ async def score(lead_id: str, session: SessionDep, _key: Reader) -> dict[str, An
 
 
 @router.post("/v1/leads/{lead_id}/stage", response_model=StageOut)
-async def post_stage(lead_id: str, body: StageIn, session: SessionDep, _key: Writer) -> StageOut:
+async def post_stage(lead_id: str, body: StageIn, session: SessionDep, _key: LeadsWriter) -> StageOut:
     check_text(body.reason, "reason")
     result = await set_stage(session, parse_id(lead_id, "lead_id"), body.stage, body.reason)
     await session.commit()

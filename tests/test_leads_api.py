@@ -15,11 +15,10 @@ from sqlalchemy import func, select
 
 from core import clock
 from core.db import Database
-from core.emails import plain_email
+from core.emails import normalize_email, plain_email
 from core.errors import Invalid
 from core.outbox import OutboxEvent
 from leads.models import Lead
-from leads.schemas import normalize_email
 
 
 async def test_create_lead_then_read_it_back(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> None:

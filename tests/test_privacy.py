@@ -211,3 +211,80 @@ async def test_erase_takes_the_person_out_of_segment_counts_and_announces_leavin
     # A refresh afterwards finds nothing more to announce.
     again = (await client.post(f"/v1/segments/{segment_id}/refresh", headers=admin_headers)).json()
     assert (again["entered"], again["left"]) == (0, 0)
+
+
+async def _their_mail_and_scores(client: httpx.AsyncClient, headers: dict[str, str], db: Database,
+                                 lead_id: uuid.UUID) -> None:
+    """What the other domains come to hold on the person: a message and the mail captured for it, a
+    bounce and a suppression of their address, scores, score entries and a stage a rep set by hand."""
+    from channels.models import Bounce, CapturedMail, Message, Suppression
+    from core import clock
+    from tests.pipeline import run_events
+
+    resp = await client.post("/v1/events", json={"type": "download", "lead_id": str(lead_id),
+                                                 "url": "https://example.ru/price.pdf"}, headers=headers)
+    assert resp.status_code in (201, 202), resp.text
+    await run_events(db)  # scoring: the person's score and its entries
+    resp = await client.post(f"/v1/leads/{lead_id}/stage",
+                             json={"stage": "sql", "reason": "Иван хочет секретный проект"}, headers=headers)
+    assert resp.status_code == 200, resp.text
+    now = clock.now()
+    async with db.sessions() as session:
+        message = Message(
+            idempotency_key="test:privacy", channel="email", kind="marketing", lead_id=lead_id,
+            recipient="ivan.petrov@example.com", template="welcome", state="sent", sent_at=now,
+            payload={"context": {"greeting": "Иван"}}, response="250 ok",
+        )
+        session.add(message)
+        await session.flush()
+        session.add(CapturedMail(
+            message_id=message.id, envelope_from="news@example.org", recipient="ivan.petrov@example.com",
+            subject="Иван, для вас", raw=b"To: ivan.petrov@example.com\r\nSubject: x\r\n\r\nHello", size=50,
+            received_at=now,
+        ))
+        session.add(Bounce(kind="bounce", address="ivan.petrov@example.com", message_id=message.id, lead_id=lead_id,
+                           status="4.2.2", reply_code="452", reason="mailbox_full", hard=False,
+                           diagnostic="452 ivan.petrov@example.com mailbox full", occurred_at=now))
+        session.add(Suppression(channel="email", address="ivan.petrov@example.com", topic="", reason="unsubscribed",
+                                lead_id=lead_id, message_id=message.id, created_at=now))
+        await session.commit()
+
+
+async def test_export_holds_what_every_domain_holds_on_the_person(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    lead = await _person(client, admin_headers, db)
+    await _their_mail_and_scores(client, admin_headers, db, uuid.UUID(lead["id"]))
+
+    data = (await client.get(f"/v1/leads/{lead['id']}/export", headers=admin_headers)).json()
+
+    assert [(m["recipient"], m["template"], m["state"]) for m in data["messages"]] == [
+        ("ivan.petrov@example.com", "welcome", "sent")
+    ]
+    assert [(m["subject"], "Hello" in m["raw"]) for m in data["captured_mail"]] == [("Иван, для вас", True)]
+    assert [(b["address"], b["reason"]) for b in data["bounces"]] == [("ivan.petrov@example.com", "mailbox_full")]
+    assert [(s["address"], s["reason"]) for s in data["suppressions"]] == [("ivan.petrov@example.com", "unsubscribed")]
+    assert {s["stage"] for s in data["scores"]} == {"sql"}
+    assert data["score_entries"] and all(e["lead_id"] == lead["id"] for e in data["score_entries"])
+    assert ("Иван хочет секретный проект", "sql") in {(c["reason"], c["to_stage"]) for c in data["stage_history"]}
+
+
+async def test_erasure_reaches_every_domain_in_the_same_request(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
+) -> None:
+    """No worker runs here: what the person's messages, mail, bounces and suppressions held is gone
+    as soon as the erase is answered; the suppression keeps only the address's keyed hash."""
+    lead = await _person(client, admin_headers, db)
+    await _their_mail_and_scores(client, admin_headers, db, uuid.UUID(lead["id"]))
+
+    assert (await client.delete(f"/v1/leads/{lead['id']}", headers=admin_headers)).status_code == 204
+
+    export = (await client.get(f"/v1/leads/{lead['id']}/export", headers=admin_headers)).text
+    for value in [*PERSONAL, "Иван, для вас", "mailbox full", "Иван хочет"]:
+        assert value not in export, value
+    data = json.loads(export)
+    assert [(m["recipient"], m["state"]) for m in data["messages"]] == [("erased", "sent")]
+    assert data["captured_mail"] == []
+    assert [s["address"].startswith("hash:") for s in data["suppressions"]] == [True]
+    assert [b["address"].startswith("hash:") for b in data["bounces"]] == [True]
+    assert {c["to_stage"] for c in data["stage_history"]} >= {"sql"}

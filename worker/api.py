@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from core.auth import ApiKey, Scope
 from core.errors import Invalid
 from core.outbox import OutboxEvent
-from core.web import SessionDep, get_db, require_scope
+from core.web import Admin, SessionDep, get_db
 from worker.status import failed_events, failed_out, pipeline_status, retry_failed
 
 router = APIRouter(prefix="/v1/events", tags=["event pipeline"])
-Admin = Annotated[ApiKey, Depends(require_scope(Scope.admin))]
 
 
 class RetryIn(BaseModel):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.auth import ApiKey, Scope
 from core.ids import parse_id
-from core.web import SessionDep, SettingsDep, read_body, require_scope
+from core.web import Marketer, SessionDep, SettingsDep, read_body
 from leads.intake.calls import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -28,7 +26,6 @@ numbers_router = APIRouter(prefix="/v1/tracking-numbers", tags=["calls"])
 
 MAX_CALL_BYTES = 1024 * 1024
 
-FormsWriter = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 
 class CallRecorded(BaseModel):
@@ -88,7 +85,7 @@ class TrackingNumberList(BaseModel):
 
 @numbers_router.post("", status_code=201, response_model=TrackingNumberOut)
 async def add_tracking_number(
-    body: TrackingNumberIn, session: SessionDep, settings: SettingsDep, _key: FormsWriter
+    body: TrackingNumberIn, session: SessionDep, settings: SettingsDep, _key: Marketer
 ) -> TrackingNumberOut:
     """Publish a number in a campaign: calls to it are credited to that campaign (409 if taken)."""
     tracked = await create_tracking_number(
@@ -100,13 +97,13 @@ async def add_tracking_number(
 
 
 @numbers_router.get("", response_model=TrackingNumberList)
-async def tracking_numbers(session: SessionDep, _key: FormsWriter) -> TrackingNumberList:
+async def tracking_numbers(session: SessionDep, _key: Marketer) -> TrackingNumberList:
     items = await list_tracking_numbers(session)
     return TrackingNumberList(items=[TrackingNumberOut.model_validate(n) for n in items])
 
 
 @numbers_router.delete("/{number_id}", status_code=204)
-async def remove_tracking_number(number_id: str, session: SessionDep, _key: FormsWriter) -> Response:
+async def remove_tracking_number(number_id: str, session: SessionDep, _key: Marketer) -> Response:
     """Stop tracking a number; calls already recorded keep their campaign."""
     await delete_tracking_number(session, parse_id(number_id, "id"))
     await session.commit()

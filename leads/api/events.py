@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from core.auth import ApiKey, Scope
+from core.auth import Scope
 from core.errors import NurtureError, RateLimited, UnsupportedMediaType
 from core.ratelimit import retry_after, window_for
 from core.settings import Settings
 from core.text import check_text
-from core.web import LeanRoute, SessionDep, SettingsDep, client_ip, parse_json_object, read_body, require_scope
+from core.web import (
+    LeadsWriter,
+    LeanRoute,
+    SessionDep,
+    SettingsDep,
+    client_ip,
+    parse_json_object,
+    read_body,
+    require_scope,
+)
 from leads.intake import invalid_from
 from leads.intake.events import EventBatchIn, EventIn, PostedEvent, event_writer, record_events
 
@@ -31,7 +39,6 @@ EVENT_TYPES = ("application/json", "text/plain")
 CORS = {"access-control-allow-origin": "*"}
 
 
-Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 
 
 @public.post("/v1/events", status_code=202, response_model=None)
@@ -69,7 +76,7 @@ async def post_event(request: Request) -> Response:
 
 @router.post("/v1/events/batch", status_code=202)
 async def post_events(body: EventBatchIn, request: Request, session: SessionDep, settings: SettingsDep,
-                      _key: Writer) -> dict[str, int]:
+                      _key: LeadsWriter) -> dict[str, int]:
     """Up to 500 server-side events in one request, stored all together or not at all (an error
     names the event: `events.<i>.<field>`). Same rules as one event posted with a key."""
     check_text(body.model_dump(mode="json"), "events")

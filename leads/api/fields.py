@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
-from core.auth import ApiKey, Scope
 from core.ids import parse_id
-from core.web import SessionDep, require_scope
+from core.web import LeadsReader, Marketer, SessionDep
 from leads.field_definitions import create_field, delete_field
 from leads.models import CustomField
 
 router = APIRouter(prefix="/v1/custom-fields", tags=["custom fields"])
 
-Reader = Annotated[ApiKey, Depends(require_scope(Scope.leads_read))]
-Designer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 
 class CustomFieldIn(BaseModel):
@@ -56,13 +53,13 @@ class CustomFieldOut(BaseModel):
 
 
 @router.get("", response_model=list[CustomFieldOut])
-async def list_fields(session: SessionDep, _key: Reader) -> list[CustomFieldOut]:
+async def list_fields(session: SessionDep, _key: LeadsReader) -> list[CustomFieldOut]:
     rows = await session.scalars(select(CustomField).order_by(CustomField.key))
     return [CustomFieldOut.model_validate(f) for f in rows]
 
 
 @router.post("", status_code=201, response_model=CustomFieldOut)
-async def post_field(body: CustomFieldIn, session: SessionDep, _key: Designer) -> CustomFieldOut:
+async def post_field(body: CustomFieldIn, session: SessionDep, _key: Marketer) -> CustomFieldOut:
     """Types: text, number, integer, boolean, date, choice, email, url. 409 if the key exists."""
     spec = await create_field(session, body.model_dump())
     await session.commit()
@@ -70,7 +67,7 @@ async def post_field(body: CustomFieldIn, session: SessionDep, _key: Designer) -
 
 
 @router.delete("/{field_id}", status_code=204)
-async def remove_field(field_id: str, session: SessionDep, _key: Designer) -> Response:
+async def remove_field(field_id: str, session: SessionDep, _key: Marketer) -> Response:
     """Remove the definition and its values from every lead."""
     await delete_field(session, parse_id(field_id, "field_id"))
     await session.commit()

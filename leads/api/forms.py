@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from core.auth import ApiKey, Scope
 from core.errors import Forbidden, Invalid, NurtureError, RateLimited, UnsupportedMediaType
 from core.ids import new_id
 from core.metrics import INTAKE_REJECTED
@@ -31,13 +30,13 @@ from core.ratelimit import retry_after, window_for
 from core.settings import Settings
 from core.web import (
     LeanRoute,
+    Marketer,
     SessionDep,
     client_ip,
     get_db,
     parse_json_object,
     parse_urlencoded,
     read_body,
-    require_scope,
 )
 from leads.intake.form_batch import form_batcher
 from leads.intake.forms import (
@@ -57,7 +56,6 @@ from leads.models import Form
 
 router = APIRouter(prefix="/v1/forms", tags=["forms"])
 public = APIRouter(prefix="/v1/forms", tags=["forms"], route_class=LeanRoute)  # what websites call (see leads.api)
-Marketer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 
 STATIC = Path(__file__).resolve().parents[1] / "static"  # package data of leads (pyproject.toml)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "application/json")

@@ -9,26 +9,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 from starlette.datastructures import FormData, UploadFile
 from starlette.types import Message
 
-from core.auth import ApiKey, Scope
 from core.db import Database
 from core.errors import Invalid, NotFound, TooLarge, UnsupportedMediaType
 from core.ids import new_id, parse_id
 from core.logging import get_logger
 from core.text import check_text, scrub
-from core.web import SessionDep, SettingsDep, require_scope
+from core.web import Importer, SessionDep, SettingsDep
 from leads.intake.import_rows import ImportOptions
 from leads.intake.importer import run_import, start_import
 from leads.models import ImportRun
 
 router = APIRouter(prefix="/v1/imports", tags=["imports"])
-Importer = Annotated[ApiKey, Depends(require_scope(Scope.imports))]
 log = get_logger("nurture.import")
 
 # Files with fewer lines are imported before the response (201 with the report): a few

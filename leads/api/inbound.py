@@ -5,17 +5,15 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from core.auth import ApiKey, Scope
 from core.errors import Invalid, UnsupportedMediaType
-from core.web import SessionDep, SettingsDep, read_body, require_scope
+from core.web import LeadsWriter, SessionDep, SettingsDep, read_body
 from leads.intake.email import accept_email
 
 router = APIRouter(prefix="/v1/inbound", tags=["inbound email"])
 
-Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
 RAW_MESSAGE_TYPES = {"message/rfc822", "text/plain", "application/octet-stream"}
 
 
@@ -31,7 +29,7 @@ async def receive_inbound_email(
     response: Response,
     session: SessionDep,
     settings: SettingsDep,
-    _key: Writer,
+    _key: LeadsWriter,
     mail_from: Annotated[str | None, Query(max_length=320, description="SMTP envelope sender")] = None,
     rcpt_to: Annotated[str | None, Query(max_length=320, description="SMTP envelope recipient")] = None,
 ) -> EmailReceived:

@@ -5,20 +5,19 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
-from core.auth import ApiKey, Scope
 from core.errors import Conflict, Invalid
 from core.ids import parse_id
+from core.paging import keyset_page, parse_limit
 from core.text import check_text
-from core.web import SessionDep, SettingsDep, client_ip, require_scope
+from core.web import LeadsReader, LeadsWriter, SessionDep, SettingsDep, client_ip
 from leads.merge import merge_leads
 from leads.models import Activity, Channel, Consent, Touchpoint
 from leads.privacy import erase_lead, export_lead, find_erased
-from leads.query import keyset_page, parse_limit
 from leads.schemas import (
     ActivityOut,
     ActivityPage,
@@ -47,15 +46,13 @@ from leads.service import (
 
 router = APIRouter(prefix="/v1/leads", tags=["leads"])
 
-Writer = Annotated[ApiKey, Depends(require_scope(Scope.leads_write))]
-Reader = Annotated[ApiKey, Depends(require_scope(Scope.leads_read))]
 Cursor = Annotated[str | None, Query(description="next_cursor of the previous page")]
 Limit = Annotated[str | None, Query(description="1 to 500, default 50")]
 
 
 @router.post("", status_code=201, response_model=LeadOut)
 async def create_lead(
-    body: LeadIn, session: SessionDep, settings: SettingsDep, request: Request, response: Response, _key: Writer
+    body: LeadIn, session: SessionDep, settings: SettingsDep, request: Request, response: Response, _key: LeadsWriter
 ) -> LeadOut:
     """Create a lead, or update the one with the same email/phone (then 200). It needs an email,
     a phone or a visitor_id (422 naming email otherwise).
@@ -89,7 +86,7 @@ async def create_lead(
 
 
 @router.get("", response_model=LeadPage)
-async def search_leads(request: Request, session: SessionDep, settings: SettingsDep, _key: Reader) -> LeadPage:
+async def search_leads(request: Request, session: SessionDep, settings: SettingsDep, _key: LeadsReader) -> LeadPage:
     """Leads, oldest first, paged by `cursor`.
 
     Filters: email, phone, q (words in name/email/company, any case, ё = е), tag (repeatable),
@@ -102,7 +99,7 @@ async def search_leads(request: Request, session: SessionDep, settings: Settings
 
 
 @router.get("/{lead_id}", response_model=LeadOut)
-async def read_lead(lead_id: str, session: SessionDep, _key: Reader) -> LeadOut:
+async def read_lead(lead_id: str, session: SessionDep, _key: LeadsReader) -> LeadOut:
     """The lead (a merged id answers with the survivor; an erased lead has erased_at and no data)."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
     return LeadOut.model_validate(lead)
@@ -110,7 +107,7 @@ async def read_lead(lead_id: str, session: SessionDep, _key: Reader) -> LeadOut:
 
 @router.patch("/{lead_id}", response_model=LeadOut)
 async def patch_lead(
-    lead_id: str, body: LeadPatch, session: SessionDep, settings: SettingsDep, request: Request, _key: Writer
+    lead_id: str, body: LeadPatch, session: SessionDep, settings: SettingsDep, request: Request, _key: LeadsWriter
 ) -> LeadOut:
     """Change some fields; emits lead.updated with the names of the fields that changed."""
     check_text(body.model_dump(mode="json"), "")
@@ -124,7 +121,7 @@ async def patch_lead(
 
 
 @router.delete("/{lead_id}", status_code=204)
-async def erase(lead_id: str, session: SessionDep, settings: SettingsDep, _key: Writer) -> Response:
+async def erase(lead_id: str, session: SessionDep, settings: SettingsDep, _key: LeadsWriter) -> Response:
     """Erase the person (GDPR / 152-FZ): personal data goes, anonymous counts stay. Idempotent."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
     await erase_lead(session, lead, settings)
@@ -133,7 +130,7 @@ async def erase(lead_id: str, session: SessionDep, settings: SettingsDep, _key: 
 
 
 @router.get("/{lead_id}/export")
-async def export(lead_id: str, session: SessionDep, _key: Reader) -> JSONResponse:
+async def export(lead_id: str, session: SessionDep, _key: LeadsReader) -> JSONResponse:
     """Everything held on the person, as a JSON download."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
     data = await export_lead(session, lead)
@@ -144,7 +141,7 @@ async def export(lead_id: str, session: SessionDep, _key: Reader) -> JSONRespons
 
 
 @router.post("/{lead_id}/merge", response_model=LeadOut)
-async def merge(lead_id: str, body: MergeIn, session: SessionDep, _key: Writer) -> LeadOut:
+async def merge(lead_id: str, body: MergeIn, session: SessionDep, _key: LeadsWriter) -> LeadOut:
     """Merge `other_id` into this lead (the survivor); the other's id then resolves here."""
     survivor = await merge_leads(session, parse_id(lead_id, "lead_id"), body.other_id)
     await session.commit()
@@ -154,7 +151,7 @@ async def merge(lead_id: str, body: MergeIn, session: SessionDep, _key: Writer) 
 
 @router.get("/{lead_id}/activities", response_model=ActivityPage)
 async def activities(
-    lead_id: str, session: SessionDep, _key: Reader, cursor: Cursor = None, limit: Limit = None
+    lead_id: str, session: SessionDep, _key: LeadsReader, cursor: Cursor = None, limit: Limit = None
 ) -> ActivityPage:
     """The timeline, newest first."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
@@ -166,7 +163,7 @@ async def activities(
 
 
 @router.post("/{lead_id}/notes", status_code=201, response_model=ActivityOut)
-async def post_note(lead_id: str, body: NoteIn, session: SessionDep, key: Writer) -> ActivityOut:
+async def post_note(lead_id: str, body: NoteIn, session: SessionDep, key: LeadsWriter) -> ActivityOut:
     check_text(body.text, "text")
     if not body.text.strip():
         raise Invalid("must not be empty", field="text")
@@ -178,7 +175,7 @@ async def post_note(lead_id: str, body: NoteIn, session: SessionDep, key: Writer
 
 @router.get("/{lead_id}/touchpoints", response_model=TouchpointPage)
 async def touchpoints(
-    lead_id: str, session: SessionDep, _key: Reader, cursor: Cursor = None, limit: Limit = None
+    lead_id: str, session: SessionDep, _key: LeadsReader, cursor: Cursor = None, limit: Limit = None
 ) -> TouchpointPage:
     """Where the lead came from, each time, oldest first."""
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
@@ -188,7 +185,7 @@ async def touchpoints(
 
 
 @router.get("/{lead_id}/consents", response_model=list[ConsentOut])
-async def consents(lead_id: str, session: SessionDep, _key: Reader) -> list[ConsentOut]:
+async def consents(lead_id: str, session: SessionDep, _key: LeadsReader) -> list[ConsentOut]:
     lead = await get_lead(session, parse_id(lead_id, "lead_id"))
     rows = await session.scalars(select(Consent).where(Consent.lead_id == lead.id).order_by(Consent.occurred_at))
     return [ConsentOut.model_validate(c) for c in rows]
@@ -196,7 +193,7 @@ async def consents(lead_id: str, session: SessionDep, _key: Reader) -> list[Cons
 
 @router.post("/{lead_id}/consents", status_code=201, response_model=ConsentOut)
 async def post_consent(
-    lead_id: str, body: ConsentRecordIn, session: SessionDep, settings: SettingsDep, request: Request, _key: Writer
+    lead_id: str, body: ConsentRecordIn, session: SessionDep, settings: SettingsDep, request: Request, _key: LeadsWriter
 ) -> ConsentOut:
     """Record a grant, or a withdrawal (granted=false, emits consent.withdrawn)."""
     check_text(body.model_dump(mode="json"), "")

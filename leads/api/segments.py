@@ -8,14 +8,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.auth import ApiKey, Scope
 from core.ids import parse_id
-from core.web import SessionDep, require_scope
+from core.paging import keyset_page, parse_limit
+from core.web import LeadsReader, Marketer, SessionDep
 from leads.models import Lead, Segment
-from leads.query import keyset_page, parse_limit
 from leads.schemas import LeadOut, LeadPage
 from leads.segments import (
     count_members,
@@ -29,8 +28,6 @@ from leads.segments import (
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
-Reader = Annotated[ApiKey, Depends(require_scope(Scope.leads_read))]
-Designer = Annotated[ApiKey, Depends(require_scope(Scope.forms))]
 PREVIEW_SIZE = 20
 
 
@@ -87,7 +84,7 @@ async def _out(session: Any, segment: Segment) -> SegmentOut:
 
 
 @router.get("", response_model=list[SegmentOut])
-async def list_segments(session: SessionDep, _key: Reader) -> list[SegmentOut]:
+async def list_segments(session: SessionDep, _key: LeadsReader) -> list[SegmentOut]:
     from sqlalchemy import select
 
     rows = await session.scalars(select(Segment).order_by(Segment.name))
@@ -95,7 +92,7 @@ async def list_segments(session: SessionDep, _key: Reader) -> list[SegmentOut]:
 
 
 @router.post("", status_code=201, response_model=SegmentOut)
-async def post_segment(body: SegmentIn, session: SessionDep, response: Response, _key: Designer) -> SegmentOut:
+async def post_segment(body: SegmentIn, session: SessionDep, response: Response, _key: Marketer) -> SegmentOut:
     segment = await create_segment(session, body.name, body.filter)
     await session.commit()
     response.headers["location"] = f"/v1/segments/{segment.id}"
@@ -103,7 +100,7 @@ async def post_segment(body: SegmentIn, session: SessionDep, response: Response,
 
 
 @router.post("/preview", response_model=PreviewOut)
-async def preview(body: PreviewIn, session: SessionDep, _key: Reader) -> PreviewOut:
+async def preview(body: PreviewIn, session: SessionDep, _key: LeadsReader) -> PreviewOut:
     """How many leads a filter matches now, and the first few, without saving anything."""
     condition = await segment_condition(session, body.filter)
     leads = await session.scalars(members_query(condition).order_by(Lead.created_at, Lead.id).limit(body.limit))
@@ -114,12 +111,12 @@ async def preview(body: PreviewIn, session: SessionDep, _key: Reader) -> Preview
 
 
 @router.get("/{segment_id}", response_model=SegmentOut)
-async def read_segment(segment_id: str, session: SessionDep, _key: Reader) -> SegmentOut:
+async def read_segment(segment_id: str, session: SessionDep, _key: LeadsReader) -> SegmentOut:
     return await _out(session, await get_segment(session, parse_id(segment_id, "segment_id")))
 
 
 @router.patch("/{segment_id}", response_model=SegmentOut)
-async def patch_segment(segment_id: str, body: SegmentPatch, session: SessionDep, _key: Designer) -> SegmentOut:
+async def patch_segment(segment_id: str, body: SegmentPatch, session: SessionDep, _key: Marketer) -> SegmentOut:
     segment = await get_segment(session, parse_id(segment_id, "segment_id"))
     await update_segment(session, segment, body.model_dump(exclude_unset=True))
     await session.commit()
@@ -127,7 +124,7 @@ async def patch_segment(segment_id: str, body: SegmentPatch, session: SessionDep
 
 
 @router.delete("/{segment_id}", status_code=204)
-async def delete_segment(segment_id: str, session: SessionDep, _key: Designer) -> Response:
+async def delete_segment(segment_id: str, session: SessionDep, _key: Marketer) -> Response:
     segment = await get_segment(session, parse_id(segment_id, "segment_id"))
     await session.delete(segment)
     await session.commit()
@@ -138,7 +135,7 @@ async def delete_segment(segment_id: str, session: SessionDep, _key: Designer) -
 async def members(
     segment_id: str,
     session: SessionDep,
-    _key: Reader,
+    _key: LeadsReader,
     cursor: Annotated[str | None, Query()] = None,
     limit: Annotated[str | None, Query(description="1 to 500, default 50")] = None,
 ) -> LeadPage:
@@ -150,7 +147,7 @@ async def members(
 
 
 @router.post("/{segment_id}/refresh", response_model=RefreshOut)
-async def refresh(segment_id: str, session: SessionDep, _key: Designer) -> RefreshOut:
+async def refresh(segment_id: str, session: SessionDep, _key: Marketer) -> RefreshOut:
     """Recompute membership; emits segment.entered / segment.left for each lead that changed."""
     segment = await get_segment(session, parse_id(segment_id, "segment_id"))
     entered, left = await refresh_segment(session, segment)

@@ -23,10 +23,10 @@ from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from core.ids import new_id
 from core.outbox import emit
+from core.phones import normalize_phone
 from core.text import check_text
 from core.tokens import constant_time_equal, hmac_sha256
 from leads.models import Activity, Channel, Touchpoint, TrackingNumber
-from leads.schemas import normalize_phone
 from leads.service import Origin, record_intake
 
 TIMESTAMP_HEADER = "X-Nurture-Timestamp"

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import lock_keys
+from core.emails import normalize_email
 from core.errors import Invalid
 from core.mail import unique
 from core.outbox import emit
@@ -21,7 +22,7 @@ from core.text import scrub
 from leads.intake.mail.kind import DAEMONS, ParsedMail, classify
 from leads.intake.mail.message import local_part, split_name, truncate
 from leads.models import Channel, InboundEmail
-from leads.schemas import clean_profile, normalize_email
+from leads.schemas import clean_profile
 from leads.service import Origin, find_lead, record_intake
 
 EVENTS = {"bounce": "email.bounced", "complaint": "email.complained", "auto_reply": "email.auto_replied"}

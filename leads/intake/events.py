@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import Database, lock_keys
+from core.emails import normalize_email
 from core.errors import Conflict, Forbidden, Invalid, NurtureError
 from core.groupcommit import GroupCommit
 from core.ids import new_id
@@ -24,7 +25,6 @@ from core.outbox import emit, emit_many
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor, activities_t, touchpoints_t
 from leads.privacy import find_erased
-from leads.schemas import normalize_email
 from leads.service import MAX_MERGE_HOPS, Origin, find_lead, get_lead, record_intake
 
 EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,49}$"

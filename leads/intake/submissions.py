@@ -14,14 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.db import Database
+from core.emails import normalize_email
 from core.errors import Invalid
 from core.outbox import emit
+from core.phones import normalize_phone
 from core.text import check_text, scrub
 from leads.fields import coerce
 from leads.fields import definitions as custom_field_definitions
 from leads.intake.forms import UTM_KEYS
 from leads.models import Channel, Consent, Form
-from leads.schemas import ConsentIn, clean_profile, normalize_email, normalize_phone
+from leads.schemas import ConsentIn, clean_profile
 from leads.service import IntakeResult, Origin, record_intake
 
 TRUE_WORDS = {"1", "true", "on", "yes", "y", "да", "checked"}
