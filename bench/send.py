@@ -92,6 +92,7 @@ async def seed(url: str, messages: int) -> None:
 
 async def full_path(url: str, port: int, connections: int, dkim: str, go: Any = None) -> tuple[int, bytes]:
     """One sender (a worker's) draining the queue; returns how many it sent and one message as sent."""
+    from app.domains import install
     from channels.email.prepare import Mailer
     from channels.email.smtp import SmtpPool
     from channels.gate import Pacing
@@ -99,6 +100,7 @@ async def full_path(url: str, port: int, connections: int, dkim: str, go: Any = 
     from channels.tokens import MessageTokens
     from core.db import Database
 
+    install()  # as a worker does: the domains' template context (the score) comes with each message
     db = Database(url)
     mailer = Mailer(from_address="news@shop.example.com", from_name="Магазин",
                     bounce_domain="bounce.shop.example.com", base_url="https://shop.example.com",
