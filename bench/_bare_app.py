@@ -24,10 +24,10 @@ from fastapi.responses import JSONResponse
 from app.main import NO_TELEMETRY, settle_gc
 from core.ids import new_id
 from core.web import read_body
-from leads.api.forms import parse_form_body
 from leads.intake.forms import FormIn, apply_definition
 from leads.intake.submissions import clean_values, visit_from
 from leads.models import Form
+from leads.public.forms import parse_form_body
 
 
 def create_bare_app(keep: Callable[[dict[str, Any]], Awaitable[None]] | None = None) -> FastAPI:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from core.domains import Domain, PersonalData
-from leads import jobs, models, privacy
-from leads.api import calls, events, fields, forms, imports, inbound, leads, public_routes, segments
+from leads import jobs, models, privacy, public
+from leads.api import events, fields, forms, imports, inbound, leads, segments, tracking_numbers
 
 DOMAIN = Domain(
     name="leads",
     models=(models,),
     # The call webhook first: routes are matched in order on every request.
-    public=(calls.router,),
-    lean_routes=tuple(public_routes),
+    public=(public.calls.router,),
+    lean_routes=tuple(public.lean_routes),
     api=(
-        forms.router, events.router, inbound.router, leads.router, calls.numbers_router,
+        forms.router, events.router, inbound.router, leads.router, tracking_numbers.router,
         segments.router, fields.router, imports.router,
     ),
     jobs=(jobs,),
