@@ -18,15 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from channels.letters import export
 from channels.models import messages_t, suppressions_t
 from channels.setup import json_setting
-from channels.sms import (
-    DELIVERED,
-    UNDELIVERED,
-    SmsProvider,
-    TwilioSms,
-    is_start,
-    is_stop,
-    provider_from_config,
-)
+from channels.sms.keywords import is_start, is_stop
+from channels.sms.provider import SmsProvider
+from channels.sms.receipts import DELIVERED, UNDELIVERED
+from channels.sms.setup import provider_from_config
+from channels.sms.twilio import TwilioSms
 from core import clock
 from core.auth import ApiKey, Scope
 from core.db import insert_ignore

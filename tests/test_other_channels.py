@@ -25,7 +25,8 @@ from channels.models import Suppression, Template
 from channels.postal import PostalChannel
 from channels.sender import Sender
 from channels.setup import mailer
-from channels.sms import GenericSmsProvider, SmsChannel
+from channels.sms.channel import SmsChannel
+from channels.sms.generic import GenericSmsProvider
 from channels.webhook import WebhookChannel, verify
 from core import clock
 from core.db import Database
