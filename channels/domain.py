@@ -3,14 +3,15 @@ returned mail, tracking and the provider callbacks."""
 
 from __future__ import annotations
 
-from channels import api, hooks, jobs, models, pages, privacy
+from channels import api, jobs, models, pages, privacy
+from channels.sms import webhooks as sms_webhooks
 from core.domains import Domain, PersonalData
 
 DOMAIN = Domain(
     name="channels",
     models=(models,),
-    public=(pages.router, hooks.router),
-    api=(api.router, hooks.exports),
+    public=(pages.router, sms_webhooks.router),
+    api=(api.router,),
     jobs=(jobs,),
     personal_data=(
         # captured copies before the messages: they are found through the messages' lead

@@ -46,7 +46,7 @@ _SCRUB_LOGS = _ScrubBotPaths()
 class TelegramChannel:
     """Telegram through a bot: `delivery.recipient` is the chat id (or @channel), `delivery.text` the
     message. A 403 (the user blocked the bot, the bot was removed from the group) is FAILED with a
-    reason starting with channels.sms.BLOCKED, so the caller can stop messaging that chat."""
+    reason starting with channels.http.BLOCKED, so the caller can stop messaging that chat."""
 
     name = "messenger"
 

@@ -15,7 +15,8 @@ from channels.gate import Pacing
 from channels.messenger import TelegramChannel
 from channels.postal import PostalChannel
 from channels.sender import Sender
-from channels.sms import SmsChannel, provider_from_config
+from channels.sms.channel import SmsChannel
+from channels.sms.setup import provider_from_config
 from channels.tokens import MessageTokens
 from channels.webhook import WebhookChannel
 from core.db import Database

@@ -1,5 +1,6 @@
 """Keyset pagination with opaque cursors, shared by every list the API serves: a cursor names the
-last row seen, so rows added while a client pages never shift the pages (no duplicates, no skips)."""
+last row seen, so rows added while a client pages never shift the pages (no duplicates, no skips).
+By (time, id), or newest first by id alone where ids are time-ordered."""
 
 from __future__ import annotations
 
@@ -78,4 +79,19 @@ async def keyset_page(
     if more and rows:
         last = rows[-1]
         next_cursor = encode_cursor(getattr(last, at.key), getattr(last, row_id.key))
+    return Page(items=rows, next_cursor=next_cursor)
+
+
+async def newest_first(session: AsyncSession, stmt: Select[Any], model: Any, at: str,
+                       cursor: str | None, limit: int) -> Page:
+    """A page of `model`'s rows, newest first, by id: ids are time-ordered (UUIDv7) and the primary
+    key's index serves the order on big tables (a sort by time would read a whole ledger). The
+    cursor is the usual (time, id) cursor, the time taken from the row's `at`; only its id is compared."""
+    if cursor:
+        _, seen = decode_cursor(cursor)
+        stmt = stmt.where(model.id < seen)
+    rows = list(await session.scalars(stmt.order_by(model.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor(getattr(rows[-1], at), rows[-1].id) if more and rows else None
     return Page(items=rows, next_cursor=next_cursor)

@@ -16,3 +16,10 @@ def normalize_phone(value: str, region: str | None, field: str = "phone") -> str
     if not phonenumbers.is_possible_number(number) or not phonenumbers.is_valid_number(number):
         raise Invalid(f"not a valid phone number: {value!r}", field=field)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def e164(value: str, field: str) -> str:
+    """A phone number written with its country code (+…), as E.164."""
+    if not value.strip().startswith("+"):
+        raise Invalid("must be an international number in E.164 form, such as +79123456789", field=field)
+    return normalize_phone(value, None, field)

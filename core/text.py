@@ -29,3 +29,11 @@ def scrub(value: str) -> str:
     """For text from the wild that we keep as found (headers, referrers): drop NULs, repair
     undecodable bytes instead of refusing the whole message."""
     return value.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def text_filter(value: str | None, field: str) -> str | None:
+    """A list filter as typed: None when left blank, else trimmed (and checked like any text)."""
+    if value is None or not value.strip():
+        return None
+    check_text(value, field)
+    return value.strip()

@@ -18,14 +18,15 @@ from sqlalchemy import select
 
 from channels.base import Channel
 from channels.gate import Pacing
-from channels.hooks import hook_key
 from channels.ledger import FAILED, SENT, SUPPRESSED, Outgoing, queue_message
 from channels.messenger import TelegramChannel
 from channels.models import Suppression, Template
 from channels.postal import PostalChannel
 from channels.sender import Sender
 from channels.setup import mailer
-from channels.sms import GenericSmsProvider, SmsChannel
+from channels.sms.channel import SmsChannel
+from channels.sms.generic import GenericSmsProvider
+from channels.sms.webhooks import hook_key
 from channels.webhook import WebhookChannel, verify
 from core import clock
 from core.db import Database

@@ -14,22 +14,15 @@ import httpx
 import pytest
 
 from channels.base import Delivery
+from channels.http import BLOCKED
 from channels.ledger import DEFERRED, FAILED, SENT, UNKNOWN
-from channels.sms import (
-    BLOCKED,
-    DELIVERED,
-    PENDING,
-    UNDELIVERED,
-    GenericSmsConfig,
-    GenericSmsProvider,
-    SmsChannel,
-    TwilioSms,
-    is_start,
-    is_stop,
-    parse_receipt,
-    provider_from_config,
-    verify_twilio_signature,
-)
+from channels.sms.channel import SmsChannel
+from channels.sms.generic import GenericSmsConfig, GenericSmsProvider
+from channels.sms.keywords import is_start, is_stop
+from channels.sms.provider import parse_receipt
+from channels.sms.receipts import DELIVERED, PENDING, UNDELIVERED
+from channels.sms.setup import provider_from_config
+from channels.sms.twilio import TwilioSms, verify_twilio_signature
 from core.errors import Invalid
 from tests.fakes import Answer, Remote
 

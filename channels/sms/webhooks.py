@@ -4,36 +4,28 @@ own signature (Twilio) or by the `key` in the URL given to the provider (a gener
 
 from __future__ import annotations
 
-import io
 import json
-import re
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from channels.letters import export
 from channels.models import messages_t, suppressions_t
 from channels.setup import json_setting
-from channels.sms import (
-    DELIVERED,
-    UNDELIVERED,
-    SmsProvider,
-    TwilioSms,
-    is_start,
-    is_stop,
-    provider_from_config,
-)
+from channels.sms.keywords import is_start, is_stop
+from channels.sms.provider import SmsProvider
+from channels.sms.receipts import DELIVERED, UNDELIVERED
+from channels.sms.setup import provider_from_config
+from channels.sms.twilio import TwilioSms
 from core import clock
 from core.db import insert_ignore
 from core.errors import Invalid, NotFound, Unauthorized, UnsupportedMediaType
 from core.ids import new_id
 from core.settings import Settings
 from core.tokens import constant_time_equal
-from core.web import LeadsReader, SessionDep, SettingsDep, read_body
+from core.web import SessionDep, SettingsDep, read_body
 from leads.models import Lead
 from leads.schemas import ConsentIn
 from leads.service import record_activity, record_consent
@@ -146,19 +138,3 @@ async def reply(session: AsyncSession, number: str, text: str, settings: Setting
                                  "sms reply", None)
         return "start"
     return None
-
-
-exports = APIRouter(prefix="/v1/postal", tags=["postal"])
-
-
-@exports.get("/export.csv", response_class=Response)
-async def postal_export(session: SessionDep, _key: LeadsReader,
-                        campaign: Annotated[str | None, Query(max_length=100)] = None,
-                        since: datetime | None = None, until: datetime | None = None, excel: bool = False) -> Response:
-    """The letters sent through the postal channel, for the print house (CSV, UTF-8; `excel`: with a
-    BOM and ';' for Excel in a Russian locale)."""
-    out = io.StringIO(newline="")
-    await export(session, out, campaign=campaign, since=since, until=until, excel=excel)
-    name = "letters-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", campaign or "").strip("-.") or "all")[:80] + ".csv"
-    return Response(out.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8",
-                    headers={"content-disposition": f'attachment; filename="{name}"'})
