@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from core.domains import Domain, PersonalData
-from leads import jobs, models, privacy
-from leads.api import calls, events, fields, forms, imports, inbound, leads, public_routes, segments
+from leads import events, jobs, models, privacy
+from leads.api import calls, fields, forms, imports, inbound, leads, public_routes, segments
+from leads.api import events as behaviour
 
 DOMAIN = Domain(
     name="leads",
@@ -13,10 +14,11 @@ DOMAIN = Domain(
     public=(calls.router,),
     lean_routes=tuple(public_routes),
     api=(
-        forms.router, events.router, inbound.router, leads.router, calls.numbers_router,
+        forms.router, behaviour.router, inbound.router, leads.router, calls.numbers_router,
         segments.router, fields.router, imports.router,
     ),
     jobs=(jobs,),
+    events=events.EVENTS,
     personal_data=(
         PersonalData("lead", ("leads", "lead_tags"), privacy.export_profile, privacy.erase_profiles),
         PersonalData("visitors", ("visitors",), privacy.export_visitors, privacy.erase_visitors),
