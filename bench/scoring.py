@@ -265,6 +265,8 @@ async def committed_activities(url: str, lead_ids: list[uuid.UUID], count: int) 
     """`count` page views with their lead.activity events, as intake commits them (COPY)."""
 
     from core.ids import new_id
+    from core.outbox import outbox_row
+    from leads.events import LeadActivity
 
     rnd = random.Random(3)
     now = datetime.now(UTC)
@@ -273,9 +275,8 @@ async def committed_activities(url: str, lead_ids: list[uuid.UUID], count: int) 
         activity_id, lead_id = new_id(), lead_ids[i % len(lead_ids)]
         activities.append((activity_id, lead_id, "page_view",
                            json.dumps({"url": f"https://shop.example.ru{rnd.choice(PATHS)}"}), now))
-        events.append((new_id(), "lead.activity", json.dumps({
-            "lead_id": str(lead_id), "activity_id": str(activity_id), "type": "page_view",
-        }), now))
+        row = outbox_row(LeadActivity(lead_id=lead_id, activity_id=activity_id, type="page_view", occurred_at=now), now)
+        events.append((row["id"], row["name"], json.dumps(row["payload"]), now))
     async with pg_connection(url) as conn, conn.transaction():
         await conn.copy_records_to_table("activities", columns=["id", "lead_id", "type", "data", "occurred_at"],
                                          records=activities)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from channels.ledger import settle_stale
 from channels.returns import request_optin, returned
 from core.events import Event, handles, sweeps
 from core.settings import current_settings
+from leads.events import EmailBounced, EmailComplained, OptinRequested
 
 
 @sweeps(name="channels.stale_sends")
@@ -18,13 +17,13 @@ async def stale_sends(session: AsyncSession, limit: int) -> int:
     return await settle_stale(session, limit)
 
 
-@handles("email.bounced", "email.complained", name="channels.returned")
+@handles(EmailBounced.name, EmailComplained.name, name="channels.returned")
 async def returned_mail(session: AsyncSession, event: Event) -> None:
     """A bounce or complaint: bounce record, suppression when it is final, activity on the lead."""
-    await returned(session, uuid.UUID(str(event.payload["inbound_email_id"])), current_settings())
+    await returned(session, event.read(EmailBounced, EmailComplained).inbound_email_id, current_settings())
 
 
-@handles("lead.optin_requested", name="channels.optin_mail")
+@handles(OptinRequested.name, name="channels.optin_mail")
 async def optin_mail(session: AsyncSession, event: Event) -> None:
     """The double opt-in confirmation mail, queued once per pending consent."""
-    await request_optin(session, event.payload, current_settings())
+    await request_optin(session, event.read(OptinRequested), current_settings())

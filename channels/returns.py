@@ -22,6 +22,7 @@ from core.db import insert_ignore
 from core.errors import Forbidden
 from core.ids import new_id
 from core.settings import Settings
+from leads.events import OptinRequested
 from leads.models import InboundEmail, Lead, leads_t
 from leads.service import record_activity
 
@@ -128,9 +129,9 @@ async def _last_message_to(session: AsyncSession, address: str) -> Any:
     )).first()
 
 
-async def request_optin(session: AsyncSession, payload: dict[str, Any], settings: Settings) -> uuid.UUID | None:
+async def request_optin(session: AsyncSession, request: OptinRequested, settings: Settings) -> uuid.UUID | None:
     """Queue the double opt-in confirmation mail for a pending consent (once per consent)."""
-    lead_id, consent_id = uuid.UUID(str(payload["lead_id"])), uuid.UUID(str(payload["consent_id"]))
+    lead_id, consent_id = request.lead_id, request.consent_id
     lead = (await session.execute(
         select(leads_t.c.email, leads_t.c.country, leads_t.c.erased_at).where(leads_t.c.id == lead_id)
     )).first()
@@ -140,7 +141,7 @@ async def request_optin(session: AsyncSession, payload: dict[str, Any], settings
     locale = "ru" if (lead.country or "RU").upper() in CIS else "en"
     message_id, _ = await queue_message(session, Outgoing(
         key=f"optin:{consent_id}", channel="email", recipient=lead.email, kind="transactional", lead_id=lead_id,
-        template=f"system:optin:{locale}", campaign=str(payload.get("form") or "") or None, step="optin",
+        template=f"system:optin:{locale}", campaign=request.form or None, step="optin",
         payload={"context": {"confirm_url": f"{settings.base_url.rstrip('/')}/optin/{token}"}},
     ))
     return message_id

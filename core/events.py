@@ -1,6 +1,6 @@
-"""What an event handler and a sweep are: each domain's jobs.py declares its handlers with
-`@handles(...)` and its sweeps with `@sweeps(...)`; the worker collects them, runs each handler
-once per event (see worker.dispatch) and each sweep every few seconds (see worker.sweeper)."""
+"""What an event, a handler and a sweep are: each domain's events.py declares the payload type of
+every event it emits, its jobs.py its handlers (`@handles(...)`) and sweeps (`@sweeps(...)`); the
+worker runs each handler once per event (see worker.dispatch) and each sweep every few seconds."""
 
 from __future__ import annotations
 
@@ -8,20 +8,34 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from sqlalchemy.ext.asyncio import AsyncSession
+
+# A time in a payload is stored as Python writes it (2026-03-02T09:30:00+00:00), as the outbox has
+# always held it, rather than pydantic's "Z" form.
+Time = Annotated[datetime, PlainSerializer(datetime.isoformat, return_type=str, when_used="json")]
 
 
 class EventPayload(BaseModel):
     """The payload type of one event, declared in its domain's events.py: `name` is the event's
     name ("<noun>.<past participle>"), the docstring says when it happens. Every producer of the
-    event emits this type; consumers read its fields."""
+    event emits this type; consumers read its fields.
+
+    Erasing a person rewrites the stored payloads of the events about them (leads.privacy): ids,
+    times and a few facts stay, anything else goes, and `erased` is set. So a field that may hold
+    something personal (a number, a reason typed by a rep) is optional: None once erased."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: ClassVar[str]
+
+    # Set only by erasure (never by a producer, hence never written by one).
+    erased: bool = Field(default=False, exclude=True, description="the person was erased: personal fields are gone")
+
+
+P = TypeVar("P", bound=EventPayload)
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,14 @@ class Event:
     name: str
     payload: dict[str, Any]
     created_at: datetime
+
+    def read(self, *types: type[P]) -> P:
+        """The payload as the type declared for this event, one of `types` (a handler of several
+        events names each): `event.read(LeadActivity).activity_id`."""
+        for kind in types:
+            if kind.name == self.name:
+                return kind.model_validate(self.payload)
+        raise TypeError(f"the event {self.name!r} is none of {[kind.name for kind in types]}")
 
 
 HandlerFunction = Callable[[AsyncSession, Event], Awaitable[None]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core import clock
 from core.db import Base, IdMixin, partial_index
+from core.events import EventPayload
 from core.ids import new_id
 
 NUDGE_CHANNEL = "nurture:outbox"
@@ -78,35 +79,47 @@ outbox_t = cast(Table, OutboxEvent.__table__)
 handled_t = cast(Table, HandledEvent.__table__)
 
 
-async def emit(session: AsyncSession, name: str, payload: dict[str, Any]) -> OutboxEvent:
-    """Record that `name` happened; it becomes visible to the worker only if the caller commits."""
-    event = OutboxEvent(name=name, payload=_jsonable(payload), created_at=clock.now())
+async def emit(session: AsyncSession, payload: EventPayload) -> OutboxEvent:
+    """Record that the event `payload` stands for happened (its class names it); it becomes visible
+    to the worker only if the caller commits."""
+    name, stored = _stored(payload)
+    event = OutboxEvent(name=name, payload=stored, created_at=clock.now())
     session.add(event)
     session.info["outbox"] = True
     return event
 
 
-async def emit_many(session: AsyncSession, name: str, payloads: list[dict[str, Any]]) -> None:
+async def emit_many(session: AsyncSession, payloads: Sequence[EventPayload]) -> None:
     """`emit` for many events at once, in one statement (a batch intake)."""
     if not payloads:
         return
     now = clock.now()
-    await session.execute(insert(outbox_t), [
-        {"id": new_id(), "name": name, "payload": _jsonable(payload), "created_at": now} for payload in payloads
-    ])
+    await session.execute(insert(outbox_t), [outbox_row(payload, now) for payload in payloads])
     session.info["outbox"] = True
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+def outbox_row(payload: EventPayload, at: datetime) -> dict[str, Any]:
+    """The outbox row of an event, for a writer that inserts rows itself (set-based intake)."""
+    name, stored = _stored(payload)
+    return {"id": new_id(), "name": name, "payload": stored, "created_at": at, "relayed_at": None, "done_at": None}
+
+
+def _stored(payload: EventPayload) -> tuple[str, dict[str, Any]]:
+    """The event's name and its payload as stored (JSON: ids and times as strings). Anything but a
+    complete payload of a declared event type is refused: its name would be a guess, its shape
+    unchecked (a payload is checked as it is made; one made unchecked, by model_construct, must
+    at least have every field)."""
+    kind = type(payload)
+    if not isinstance(payload, EventPayload):
+        raise TypeError(f"an event is emitted as its payload type (an EventPayload), not {kind.__name__}")
+    name = getattr(kind, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"{kind.__name__} declares no event name")
+    fields = kind.__pydantic_fields__
+    if len(payload.__dict__) != len(fields):
+        raise TypeError(f"the payload of {name!r} lacks {sorted(set(fields) - set(payload.__dict__))}")
+    # The serializer itself: model_dump's own checks of its arguments cost as much again, per event.
+    return name, kind.__pydantic_serializer__.to_python(payload, mode="json", by_alias=True)
 
 
 # --- the nudge: the relay hears of a commit at once instead of at its next poll ---------------

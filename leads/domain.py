@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from core.domains import Domain, PersonalData
-from leads import jobs, models, privacy, public
-from leads.api import events, fields, forms, imports, inbound, leads, segments, tracking_numbers
+from leads import events, jobs, models, privacy, public
+from leads.api import events as behaviour
+from leads.api import fields, forms, imports, inbound, leads, segments, tracking_numbers
 
 DOMAIN = Domain(
     name="leads",
@@ -13,10 +14,11 @@ DOMAIN = Domain(
     public=(public.calls.router,),
     lean_routes=tuple(public.lean_routes),
     api=(
-        forms.router, events.router, inbound.router, leads.router, tracking_numbers.router,
+        forms.router, behaviour.router, inbound.router, leads.router, tracking_numbers.router,
         segments.router, fields.router, imports.router,
     ),
     jobs=(jobs,),
+    events=events.EVENTS,
     personal_data=(
         PersonalData("lead", ("leads", "lead_tags"), privacy.export_profile, privacy.erase_profiles),
         PersonalData("visitors", ("visitors",), privacy.export_visitors, privacy.erase_visitors),

@@ -12,6 +12,7 @@ from core import clock
 from core.db import lock_keys
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
+from leads.events import LeadMerged
 from leads.models import (
     Activity,
     Consent,
@@ -102,7 +103,7 @@ async def merge_leads(session: AsyncSession, survivor_id: uuid.UUID, other_id: u
     )
     session.add(merged)
     await session.flush()
-    await emit(session, "lead.merged", {"survivor_id": survivor.id, "merged_id": other.id, "filled": filled})
+    await emit(session, LeadMerged(survivor_id=survivor.id, merged_id=other.id, filled=filled))
     return survivor
 
 

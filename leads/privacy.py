@@ -23,6 +23,7 @@ from core.domains import LeadIds, personal_data, row_values
 from core.outbox import OutboxEvent, emit
 from core.settings import Settings
 from core.tokens import hmac_sha256
+from leads.events import LeadErased
 from leads.models import (
     Activity,
     Consent,
@@ -100,7 +101,7 @@ async def erase_lead(session: AsyncSession, lead: Lead, settings: Settings) -> b
     await session.execute(update(Lead).where(Lead.id.in_(ids), Lead.erased_at.is_(None)).values(erased_at=now))
     if first_time:
         session.add(Activity(lead_id=lead.id, type="erased", data={}, occurred_at=now))
-        await emit(session, "lead.erased", {"lead_id": lead.id, "merged_ids": ids[1:]})
+        await emit(session, LeadErased(lead_id=lead.id, merged_ids=ids[1:]))
     await session.flush()
     # The bulk UPDATEs bypassed the identity map: reload so the caller sees the erased row.
     await session.refresh(lead)
@@ -189,10 +190,15 @@ async def _blank_events(session: AsyncSession, ids: list[uuid.UUID]) -> None:
         select(OutboxEvent).where(or_(*(OutboxEvent.payload[key].as_string().in_(wanted) for key in LEAD_KEYS)))
     )
     for event in events:
-        kept = {k: v for k, v in event.payload.items() if _anonymous(k, v)}
-        if kept != event.payload:
-            # Handlers that meet this know the values were removed on purpose.
-            event.payload = {**kept, "erased": True}
+        if (kept := blanked(event.payload)) != event.payload:
+            event.payload = kept
+
+
+def blanked(payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored event payload about an erased person: ids, times and facts kept, the rest gone.
+    Handlers that meet `erased` know the values were removed on purpose (see core.events)."""
+    kept = {k: v for k, v in payload.items() if _anonymous(k, v)}
+    return payload if kept == payload else {**kept, "erased": True}
 
 
 def _anonymous(key: str, value: Any) -> bool:

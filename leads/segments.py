@@ -25,6 +25,7 @@ from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from core.text import check_text
+from leads.events import SegmentEntered, SegmentLeft
 from leads.fields import definitions
 from leads.models import Activity, CustomField, CustomFieldType, Lead, LeadTag, Segment, SegmentMember, Touchpoint
 from leads.query import CustomValue, folded, prepare_folding
@@ -365,13 +366,13 @@ async def refresh_segment(session: AsyncSession, segment: Segment) -> tuple[int,
     now = clock.now()
     for lead_id in sorted(entered):
         session.add(SegmentMember(segment_id=segment.id, lead_id=lead_id, entered_at=now))
-        await emit(session, "segment.entered", {"segment_id": segment.id, "lead_id": lead_id})
+        await emit(session, SegmentEntered(segment_id=segment.id, lead_id=lead_id))
     if left:
         await session.execute(
             delete(SegmentMember).where(SegmentMember.segment_id == segment.id, SegmentMember.lead_id.in_(left))
         )
         for lead_id in sorted(left):
-            await emit(session, "segment.left", {"segment_id": segment.id, "lead_id": lead_id})
+            await emit(session, SegmentLeft(segment_id=segment.id, lead_id=lead_id))
     segment.member_count = len(matching)
     segment.refreshed_at = now
     await session.flush()
@@ -401,7 +402,7 @@ async def place_lead(session: AsyncSession, lead_id: uuid.UUID) -> tuple[int, in
             await session.execute(
                 update(Segment).where(Segment.id == segment.id).values(member_count=Segment.member_count + 1)
             )
-            await emit(session, "segment.entered", {"segment_id": segment.id, "lead_id": lead_id})
+            await emit(session, SegmentEntered(segment_id=segment.id, lead_id=lead_id))
             entered += 1
         elif not inside and segment.id in current:
             await session.execute(
@@ -418,4 +419,4 @@ async def leave_segment(session: AsyncSession, segment_id: uuid.UUID, lead_id: u
     (the caller has taken the segment's lock and removes the membership row)."""
     fewer = case((Segment.member_count > 0, Segment.member_count - 1), else_=0)
     await session.execute(update(Segment).where(Segment.id == segment_id).values(member_count=fewer))
-    await emit(session, "segment.left", {"segment_id": segment_id, "lead_id": lead_id})
+    await emit(session, SegmentLeft(segment_id=segment_id, lead_id=lead_id))

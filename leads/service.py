@@ -5,7 +5,7 @@ it came from, in the caller's transaction (lead + touchpoint + activity + consen
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +19,7 @@ from core.ids import new_id
 from core.metrics import LEADS_CREATED
 from core.outbox import emit
 from core.text import check_text, scrub
+from leads.events import ConsentWithdrawn, LeadActivity, LeadCreated, LeadUpdated
 from leads.fields import validate_custom
 from leads.models import Activity, Consent, Lead, LeadAlias, LeadTag, Touchpoint, Visitor
 from leads.schemas import ConsentIn
@@ -65,7 +66,6 @@ class IntakeResult:
     created: bool
     touchpoint: Touchpoint
     activity: Activity
-    events: list[str] = field(default_factory=list)
 
 
 async def find_lead(
@@ -206,17 +206,23 @@ async def record_intake(
         # Writing from an address it had before a merge: the current one stays the lead's address.
         for key in await _old_identities(session, lead, profile):
             profile = {k: v for k, v in profile.items() if k != key}
-    _apply_profile(lead, profile, overwrite)
+    changed = _apply_profile(lead, profile, overwrite)
     if owner_id is not None:
+        if owner_id != lead.owner_id:
+            changed.append("owner_id")
         lead.owner_id = owner_id
     if custom:
-        lead.custom = {**(lead.custom or {}), **custom} if overwrite else {**custom, **(lead.custom or {})}
+        old = lead.custom or {}
+        lead.custom = {**old, **custom} if overwrite else {**custom, **old}
+        changed += [f"custom.{k}" for k in custom if lead.custom.get(k) != old.get(k)]
     if tags:
         have = {t.tag for t in lead.tags}
         for tag in tags:
             if tag not in have:
                 lead.tags.append(LeadTag(tag=tag))
                 have.add(tag)
+                if "tags" not in changed:
+                    changed.append("tags")
     lead.updated_at = clock.now()
 
     # Ids are made here, so the whole interaction is written in one flush.
@@ -242,21 +248,17 @@ async def record_intake(
         await stitch_visitor(session, origin.visitor_id, lead.id)
     await session.flush()
 
-    events = []
-    payload = {"lead_id": lead.id, "channel": origin.channel, "campaign": origin.campaign}
     if created:
-        await emit(session, "lead.created", payload)
-        events.append("lead.created")
+        await emit(session, LeadCreated(lead_id=lead.id, channel=origin.channel, campaign=origin.campaign))
         LEADS_CREATED.labels(origin.channel).inc()
     else:
-        await emit(session, "lead.updated", payload)
-        events.append("lead.updated")
-    await emit(
-        session, "lead.activity",
-        {"lead_id": lead.id, "activity_id": activity.id, "type": activity_type, "occurred_at": occurred_at},
-    )
-    events.append("lead.activity")
-    return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity, events=events)
+        await emit(session, LeadUpdated(
+            lead_id=lead.id, changed=changed, channel=origin.channel, campaign=origin.campaign,
+        ))
+    await emit(session, LeadActivity(
+        lead_id=lead.id, activity_id=activity.id, type=activity_type, occurred_at=occurred_at,
+    ))
+    return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity)
 
 
 ORIGIN_TEXT = ("source", "medium", "campaign", "content", "term", "referrer", "landing_page", "visitor_id")
@@ -279,12 +281,18 @@ async def check_owner(session: AsyncSession, owner_id: uuid.UUID) -> None:
         raise Invalid(f"no user {owner_id}", field="owner_id")
 
 
-def _apply_profile(lead: Lead, profile: dict[str, Any], overwrite: bool) -> None:
+def _apply_profile(lead: Lead, profile: dict[str, Any], overwrite: bool) -> list[str]:
+    """Write the profile's values on the lead; returns the fields whose value changed."""
+    changed = []
     for key, value in profile.items():
         if value is None:
             continue
-        if overwrite or getattr(lead, key) in (None, ""):
+        current = getattr(lead, key)
+        if overwrite or current in (None, ""):
             setattr(lead, key, value)
+            if current != value:
+                changed.append(key)
+    return changed
 
 
 async def stitch_visitor(session: AsyncSession, visitor_id: str, lead_id: uuid.UUID) -> None:
@@ -385,7 +393,7 @@ async def update_lead(
     if changed:
         lead.updated_at = clock.now()
         await session.flush()
-        await emit(session, "lead.updated", {"lead_id": lead.id, "changed": changed})
+        await emit(session, LeadUpdated(lead_id=lead.id, changed=changed, channel=None, campaign=None))
     return changed
 
 
@@ -412,7 +420,7 @@ async def record_consent(
     session.add(Activity(lead_id=lead.id, type=kind, data={"purpose": consent.purpose}, occurred_at=now))
     await session.flush()
     if not consent.granted:
-        await emit(session, "consent.withdrawn", {"lead_id": lead.id, "purpose": consent.purpose})
+        await emit(session, ConsentWithdrawn(lead_id=lead.id, purpose=consent.purpose))
     return row
 
 
@@ -431,8 +439,7 @@ async def record_activity(session: AsyncSession, lead_id: uuid.UUID, kind: str, 
     activity = Activity(lead_id=lead_id, type=kind, data=data, occurred_at=occurred_at or clock.now())
     session.add(activity)
     await session.flush()
-    await emit(
-        session, "lead.activity",
-        {"lead_id": lead_id, "activity_id": activity.id, "type": kind, "occurred_at": activity.occurred_at},
-    )
+    await emit(session, LeadActivity(
+        lead_id=lead_id, activity_id=activity.id, type=kind, occurred_at=activity.occurred_at,
+    ))
     return activity

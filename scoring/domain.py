@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.domains import Domain, PersonalData, TemplateContext
-from scoring import api, jobs, models, privacy
+from scoring import api, events, jobs, models, privacy
 
 KEPT = "numbers and rule names about a lead whose personal values are gone: the funnel and reports count them"
 
@@ -12,6 +12,7 @@ DOMAIN = Domain(
     models=(models,),
     api=(api.router,),
     jobs=(jobs,),
+    events=events.EVENTS,
     personal_data=(
         PersonalData("scores", ("lead_scores", "score_caps"), privacy.export_scores, kept=KEPT),
         PersonalData("score_entries", ("score_entries",), privacy.export_score_entries, kept=KEPT),

@@ -8,13 +8,11 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Event, handles_batch, sweeps
+from leads.events import LeadActivity, LeadCreated, LeadMerged, LeadUpdated
+from scoring.events import RescoreDue
 from scoring.rulesets import active_rulesets
 from scoring.scores import Work, apply_activities, regrade, rescore
 from scoring.service import demote_faded, rescore_batch
-
-
-def _ids(events: list[Event], key: str) -> list[uuid.UUID]:
-    return [uuid.UUID(str(e.payload[key])) for e in events if e.payload.get(key)]
 
 
 async def _under_both(session: AsyncSession, ids: list[uuid.UUID], run: Callable[..., Awaitable[Work]]) -> None:
@@ -27,33 +25,31 @@ async def _under_both(session: AsyncSession, ids: list[uuid.UUID], run: Callable
         await run(session, building, ids, create=False)
 
 
-@handles_batch("lead.activity", name="scoring.apply")
+@handles_batch(LeadActivity.name, name="scoring.apply")
 async def apply(session: AsyncSession, events: list[Event]) -> None:
     """A lead did something: its score, and maybe its stage, follow within a second."""
-    await _under_both(session, _ids(events, "activity_id"), apply_activities)
+    await _under_both(session, [e.read(LeadActivity).activity_id for e in events], apply_activities)
 
 
-@handles_batch("lead.created", "lead.updated", name="scoring.grade")
+@handles_batch(LeadCreated.name, LeadUpdated.name, name="scoring.grade")
 async def grade(session: AsyncSession, events: list[Event]) -> None:
     """The profile changed: fit points and grade follow (and the stage, if the grade moves it)."""
-    await _under_both(session, _ids(events, "lead_id"), regrade)
+    await _under_both(session, [e.read(LeadCreated, LeadUpdated).lead_id for e in events], regrade)
 
 
-@handles_batch("lead.merged", name="scoring.merge")
+@handles_batch(LeadMerged.name, name="scoring.merge")
 async def merge(session: AsyncSession, events: list[Event]) -> None:
     """Two leads became one: the survivor is scored afresh from the timeline they now share."""
-    if not (ids := _ids(events, "survivor_id")):
-        return
     live, _ = await active_rulesets(session)
-    await rescore(session, live, ids, reason="merged")
+    await rescore(session, live, [e.read(LeadMerged).survivor_id for e in events], reason="merged")
 
 
-@handles_batch("scoring.rescore", name="scoring.rescore")
+@handles_batch(RescoreDue.name, name="scoring.rescore")
 async def roll_out(session: AsyncSession, events: list[Event]) -> None:
     """One batch of a rule set's roll-out; it queues the next."""
     for event in events:
-        after = event.payload.get("after")
-        await rescore_batch(session, int(event.payload["version"]), uuid.UUID(after) if after else None)
+        due = event.read(RescoreDue)
+        await rescore_batch(session, due.version, due.after)
 
 
 @sweeps(name="scoring.faded_mqls")

@@ -24,6 +24,7 @@ from core.ids import new_id
 from core.outbox import emit
 from leads.models import Lead, activities_t, leads_t, touchpoints_t
 from leads.search import live_leads
+from scoring.events import LeadQualified, StageChanged
 from scoring.models import LeadScore, ScoreCap, ScoreEntry, StageChange
 from scoring.rules import Facts, Ruleset, cap_kept, capped, decayed, demotion_at, next_stage, period_start
 
@@ -373,10 +374,10 @@ async def change_stage(session: AsyncSession, work: Work, score: Score, target: 
         "reason": reason[:200], "score": value, "grade": score.grade, "at": now, "version": work.ruleset.version,
     })
     if emit_events:
-        await emit(session, "lead.stage_changed", {
-            "lead_id": score.lead_id, "from": score.stage, "to": target, "score": value, "grade": score.grade,
-            "reason": reason,
-        })
+        await emit(session, StageChanged(
+            lead_id=score.lead_id, from_stage=score.stage, to_stage=target, score=value, grade=score.grade,
+            reason=reason,
+        ))
         if target == "mql":
-            await emit(session, "lead.qualified", {"lead_id": score.lead_id, "score": value, "grade": score.grade})
+            await emit(session, LeadQualified(lead_id=score.lead_id, score=value, grade=score.grade, reason=reason))
     score.stage, score.stage_at, score.changed = target, now, True

@@ -18,6 +18,7 @@ from core.errors import Conflict, Invalid, NotFound
 from core.outbox import emit
 from leads.models import Lead
 from leads.search import live_leads
+from scoring.events import LeadQualified, RescoreDue, StageChanged
 from scoring.models import LeadScore, RuleSetVersion, ScoreEntry, StageChange
 from scoring.rules import CAP_KEPT, EVER, STAGES, RuleSetIn
 from scoring.rulesets import BUILDING, LIVE, RETIRED, active_rulesets, compile_ruleset, live_ruleset
@@ -41,7 +42,7 @@ async def post_ruleset(session: AsyncSession, spec: RuleSetIn, chain: bool = Tru
     session.add(row)
     await session.flush()
     if chain:
-        await emit(session, "scoring.rescore", {"version": row.version, "after": None})
+        await emit(session, RescoreDue(version=row.version, after=None))
     return row
 
 
@@ -67,7 +68,7 @@ async def rescore_batch(session: AsyncSession, version: int, after: uuid.UUID | 
         return None
     await rescore_range(session, row, lead_ids)
     if chain:
-        await emit(session, "scoring.rescore", {"version": version, "after": lead_ids[-1]})
+        await emit(session, RescoreDue(version=version, after=lead_ids[-1]))
     return lead_ids[-1]
 
 
@@ -141,11 +142,11 @@ async def go_live(session: AsyncSession, row: RuleSetVersion) -> None:
         select(LeadScore.lead_id, LeadScore.stage).where(LeadScore.version == row.version)
     )).all():
         if lead_id in old_stages and old_stages[lead_id] != stage:
-            await emit(session, "lead.stage_changed", {
-                "lead_id": lead_id, "from": old_stages[lead_id], "to": stage, "reason": "new rules",
-            })
+            await emit(session, StageChanged(
+                lead_id=lead_id, from_stage=old_stages[lead_id], to_stage=stage, reason="new rules",
+            ))
             if stage == "mql":
-                await emit(session, "lead.qualified", {"lead_id": lead_id, "reason": "new rules"})
+                await emit(session, LeadQualified(lead_id=lead_id, reason="new rules"))
 
 
 async def set_stage(session: AsyncSession, lead_id: uuid.UUID, stage: str, reason: str) -> Score:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
+from pydantic import ValidationError
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 import channels.models
@@ -23,8 +25,11 @@ from app.domains import install
 from core import clock
 from core.auth import Scope, create_api_key
 from core.db import Base, Database
+from core.domains import event_types
+from core.outbox import outbox_t
 from core.settings import Settings, use_settings
 from migrations import upgrade
+from tests.events import TEST_EVENTS
 
 PG_URL = os.environ.get("NURTURE_TEST_DATABASE_URL", "")
 DOMAINS = install()  # what the app and the workers run
@@ -105,14 +110,34 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def empty_tables(database: Database) -> None:
-    """Empty every table so each test starts from nothing (fast on both databases)."""
+    """Empty every table so each test starts from nothing (fast on both databases); the test fails
+    if it left an outbox event that is not of a declared type (see undeclared_events)."""
     async with database.engine.begin() as conn:
+        wrong = undeclared_events((await conn.execute(select(outbox_t.c.name, outbox_t.c.payload))).all())
         tables = [t.name for t in reversed(TABLES)]
         if database.sqlite:
             for name in tables:
                 await conn.execute(text(f'DELETE FROM "{name}"'))
         else:
             await conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in tables) + " CASCADE"))
+    if wrong:
+        pytest.fail("events not of their declared type:\n" + "\n".join(wrong), pytrace=False)
+
+
+def undeclared_events(rows: Sequence[Any]) -> list[str]:
+    """Every event emitted anywhere is in the catalogue (or one of the tests' own) and its stored
+    payload reads as its declared type, payloads blanked by an erasure included."""
+    known = {**event_types(), **{kind.name: kind for kind in TEST_EVENTS}}
+    wrong = []
+    for name, payload in rows:
+        if (kind := known.get(name)) is None:
+            wrong.append(f"{name}: not in the event catalogue")
+            continue
+        try:
+            kind.model_validate(payload)
+        except ValidationError as exc:
+            wrong.append(f"{name} {payload}: {exc}")
+    return wrong
 
 
 @pytest_asyncio.fixture

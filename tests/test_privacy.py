@@ -8,8 +8,9 @@ import uuid
 import httpx
 from sqlalchemy import func, select
 
+from core import clock
 from core.db import Database
-from core.outbox import OutboxEvent, emit
+from core.outbox import OutboxEvent
 from leads.models import Activity, InboundEmail, Lead, Touchpoint, Visitor
 
 PERSONAL = ["ivan.petrov@example.com", "+79123456789", "Иван", "Петров", "Ромашка", "Казань", "1990-05-17",
@@ -171,9 +172,14 @@ async def test_erase_blanks_personal_values_in_the_outbox_but_keeps_names_ids_an
     mail = await client.post("/v1/inbound/email", content=reply, headers=mail_headers)
     assert mail.status_code == 201 and mail.json()["lead_id"] == lead_id, mail.text
     async with db.sessions() as session:
-        # A row written before emitters kept to ids, already relayed: it must be scrubbed as well.
-        legacy = await emit(session, "call.missed", {"lead_id": lead_id, "caller": "+79123456789", "call_id": "pbx-7"})
+        # A row written before emitters kept to ids (with the caller's number), already relayed: it
+        # must be scrubbed as well (and then read as a call.missed like any other).
+        legacy = OutboxEvent(name="call.missed", created_at=clock.now(), payload={
+            "lead_id": lead_id, "activity_id": call.json()["activity_id"], "campaign": None,
+            "started_at": "2026-03-02T09:25:00+00:00", "caller": "+79123456789", "call_id": "pbx-7",
+        })
         legacy.relayed_at = legacy.created_at
+        session.add(legacy)
         await session.commit()
         before = {e.id: e for e in await session.scalars(select(OutboxEvent))}
 

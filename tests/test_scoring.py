@@ -24,6 +24,7 @@ from channels.engagement import machine_reason
 from core import clock
 from core.db import Database
 from core.outbox import OutboxEvent, emit
+from leads.events import LeadActivity
 from leads.models import Activity, Lead
 from scoring.rules import Facts, Ruleset, RuleSetIn, decayed
 from scoring.rulesets import DEFAULT_RULES
@@ -193,7 +194,8 @@ async def test_machine_clicks_are_recorded_but_score_nothing(
             click = Activity(lead_id=uuid.UUID(lead_id), type="email_clicked", data=data, occurred_at=clock.now())
             session.add(click)
             await session.flush()
-            await emit(session, "lead.activity", {"lead_id": lead_id, "activity_id": click.id, "type": "email_clicked"})
+            await emit(session, LeadActivity(lead_id=lead_id, activity_id=click.id, type="email_clicked",
+                                             occurred_at=click.occurred_at))
         await session.commit()
     await run_events(db)
     clicks = [c for c in (await explanation(client, admin_headers, lead_id))["contributions"] if c["rule"] == "click"]

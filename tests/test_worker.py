@@ -30,6 +30,7 @@ from core.outbox import FailedEvent, OutboxEvent, RedisNudge, emit, set_nudge
 from core.redis import EmbeddedRedis
 from core.settings import Settings
 from leads.models import Activity, Lead, Segment, SegmentMember
+from tests.events import Poison, Work
 from tests.worker_process import note
 from worker.dispatch import Dispatcher
 from worker.main import build_worker, finish_jobs, queue_pool
@@ -100,9 +101,9 @@ async def new_lead(db: Database) -> uuid.UUID:
         return lead.id
 
 
-async def emit_work(db: Database, lead_id: uuid.UUID, count: int, **payload: Any) -> list[uuid.UUID]:
+async def emit_work(db: Database, lead_id: uuid.UUID, count: int, work_seconds: float = 0) -> list[uuid.UUID]:
     async with db.sessions() as session:
-        events = [await emit(session, "test.work", {"lead_id": lead_id, **payload}) for _ in range(count)]
+        events = [await emit(session, Work(lead_id=lead_id, work_seconds=work_seconds)) for _ in range(count)]
         await session.commit()
         return [e.id for e in events]
 
@@ -164,14 +165,14 @@ async def test_a_poison_event_goes_to_the_dead_letters_and_the_rest_keep_flowing
     lead_id = await new_lead(db)
     broken = {"yes": True}
 
-    @handles("test.poison", name="tests.fragile")
+    @handles(Poison.name, name="tests.fragile")
     async def fragile(session: Any, event: Event) -> None:
         if broken["yes"]:
             raise RuntimeError("the downstream system refuses this event")
         session.add(Activity(lead_id=lead_id, type="note", data={"event_id": str(event.id)}))
 
     async with db.sessions() as session:
-        poison = await emit(session, "test.poison", {"lead_id": lead_id})
+        poison = await emit(session, Poison(lead_id=lead_id))
         await session.commit()
     good = await emit_work(db, lead_id, 5)
     async with running_worker(settings, db, redis_url, [note, fragile]):
@@ -262,7 +263,7 @@ async def test_a_dropped_postgresql_connection_leaves_nothing_half_applied(db: D
     [event_id] = await emit_work(db, lead_id, 1)
     killed = {"done": False}
 
-    @handles("test.work", name="tests.cut_off")
+    @handles(Work.name, name="tests.cut_off")
     async def cut_off(session: Any, event: Event) -> None:
         session.add(Activity(lead_id=lead_id, type="note", data={"event_id": str(event.id)}))
         await session.flush()  # half of the effect is on the server...
@@ -359,7 +360,7 @@ async def test_a_domain_sweep_sets_due_work_going_once_however_many_workers_swee
         due = list(await session.scalars(skip_locked(query, session)))
         await session.execute(update(Lead).where(Lead.id.in_(due)).values(company="swept"))
         for lead_id in due:
-            await emit(session, "test.work", {"lead_id": lead_id})
+            await emit(session, Work(lead_id=lead_id))
         return len(due)
 
     registry = Registry([note, due_leads])

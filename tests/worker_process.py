@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,14 +12,16 @@ from core import logging as logs
 from core.events import Event, handles
 from core.settings import Settings
 from leads.models import Activity
+from tests.events import Work
 from worker.main import run_worker
 
 
-@handles("test.work", name="tests.note")
+@handles(Work.name, name="tests.note")
 async def note(session: AsyncSession, event: Event) -> None:
     """The effect: one note per event, written in the handler's transaction."""
-    await asyncio.sleep(float(event.payload.get("work_seconds", 0)))  # stands for real work in progress
-    session.add(Activity(lead_id=uuid.UUID(event.payload["lead_id"]), type="note", data={"event_id": str(event.id)}))
+    work = event.read(Work)
+    await asyncio.sleep(work.work_seconds)  # stands for real work in progress
+    session.add(Activity(lead_id=work.lead_id, type="note", data={"event_id": str(event.id)}))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import clock
 from core.db import Base, driver_connection, lock_keys, plan_each_execution, plan_once
-from core.ids import new_id
-from core.outbox import outbox_t
+from core.events import EventPayload
+from core.outbox import outbox_row, outbox_t
 from leads.models import (
     Channel,
     activities_t,
@@ -122,15 +122,15 @@ class BatchRows:
     new_visitors: dict[str, dict[str, Any]] = field(default_factory=dict)  # visitor id → row
     moved_visitors: dict[str, uuid.UUID] = field(default_factory=dict)  # known visitor id → its new lead
 
-    def event(self, name: str, payload: dict[str, Any], at: datetime) -> None:
-        self.events.append({"id": new_id(), "name": name, "payload": payload, "created_at": at, "relayed_at": None,
-                            "done_at": None})
+    def event(self, payload: EventPayload, at: datetime) -> None:
+        self.events.append(outbox_row(payload, at))
 
 
 def merge(book: LeadBook, lead: BatchLead, profile: dict[str, Any], custom: dict[str, Any], tags: list[str],
-          overwrite: bool) -> bool:
-    """Apply one intake's values to the lead as `record_intake` does; True when anything changed."""
-    changed = False
+          overwrite: bool) -> list[str]:
+    """Apply one intake's values to the lead as `record_intake` does; returns what changed, named as
+    `lead.updated` names it (profile fields, `custom.<key>`, `tags`)."""
+    changed = []
     for key, value in profile.items():
         if value is None:
             continue
@@ -140,18 +140,19 @@ def merge(book: LeadBook, lead: BatchLead, profile: dict[str, Any], custom: dict
         if (overwrite or current in (None, "")) and current != value:
             book.set_value(lead, key, value)
             lead.changed.add(key)
-            changed = True
+            changed.append(key)
     if custom:
         merged = {**lead.custom, **custom} if overwrite else {**custom, **lead.custom}
         if merged != lead.custom:
+            changed += [f"custom.{k}" for k in custom if merged.get(k) != lead.custom.get(k)]
             lead.custom = merged
             lead.changed.add("custom")
-            changed = True
     for tag in tags:
         if tag not in lead.tags:
             lead.tags.add(tag)
             lead.new_tags.append(tag)
-            changed = True
+            if "tags" not in changed:
+                changed.append("tags")
     return changed
 
 

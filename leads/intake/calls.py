@@ -26,6 +26,7 @@ from core.outbox import emit
 from core.phones import normalize_phone
 from core.text import check_text
 from core.tokens import constant_time_equal, hmac_sha256
+from leads.events import CallMissed
 from leads.models import Activity, Channel, Touchpoint, TrackingNumber
 from leads.service import Origin, record_intake
 
@@ -231,13 +232,10 @@ async def record_call(session: AsyncSession, call: CallReport) -> RecordedCall:
     if not call.answered:
         # Sales should call back while the caller still remembers why they called. Ids only: the
         # callback job loads the number from the lead (and none is left once the person is erased).
-        await emit(
-            session, "call.missed",
-            {
-                "lead_id": lead_id, "activity_id": activity_id, "tracking_number": call.tracking_number,
-                "campaign": origin.campaign, "started_at": call.started_at, "call_id": call.call_id,
-            },
-        )
+        await emit(session, CallMissed(
+            lead_id=lead_id, activity_id=activity_id, tracking_number=call.tracking_number,
+            campaign=origin.campaign, started_at=call.started_at, call_id=call.call_id,
+        ))
     return RecordedCall(lead_id, activity_id, duplicate=False)
 
 

@@ -19,13 +19,16 @@ from core.mail import unique
 from core.outbox import emit
 from core.settings import Settings
 from core.text import scrub
+from leads.events import EmailAutoReplied, EmailBounced, EmailComplained, ReturnedMail
 from leads.intake.mail.kind import DAEMONS, ParsedMail, classify
 from leads.intake.mail.message import local_part, split_name, truncate
 from leads.models import Channel, InboundEmail
 from leads.schemas import clean_profile
 from leads.service import Origin, find_lead, record_intake
 
-EVENTS = {"bounce": "email.bounced", "complaint": "email.complained", "auto_reply": "email.auto_replied"}
+EVENTS: dict[str, type[ReturnedMail]] = {
+    "bounce": EmailBounced, "complaint": EmailComplained, "auto_reply": EmailAutoReplied,
+}
 
 NO_REPLY = DAEMONS | {"noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "do_not_reply"}
 
@@ -181,7 +184,7 @@ async def _report_automatic(session: AsyncSession, row: InboundEmail, parsed: Pa
         row.lead_id = lead.id if lead is not None else None
     # Ids only: the handler loads the stored message (recipients, statuses, diagnostics), so an
     # erasure never has to chase personal data through event payloads.
-    await emit(session, EVENTS[parsed.kind], {"inbound_email_id": row.id, "lead_id": row.lead_id})
+    await emit(session, EVENTS[parsed.kind](inbound_email_id=row.id, lead_id=row.lead_id))
 
 
 def _jsonable_text(value: Any) -> Any:

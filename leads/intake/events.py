@@ -22,6 +22,7 @@ from core.errors import Conflict, Forbidden, Invalid, NurtureError
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.outbox import emit, emit_many
+from leads.events import LeadActivity
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor, activities_t, touchpoints_t
 from leads.privacy import find_erased
@@ -119,10 +120,9 @@ async def record_event(
     session.add(activity)
     await session.flush()
     if lead is not None:
-        await emit(
-            session, "lead.activity",
-            {"lead_id": lead.id, "activity_id": activity.id, "type": event.type, "occurred_at": occurred_at},
-        )
+        await emit(session, LeadActivity(
+            lead_id=lead.id, activity_id=activity.id, type=event.type, occurred_at=occurred_at,
+        ))
     return activity
 
 
@@ -261,9 +261,11 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent], locked
         await session.execute(insert(touchpoints_t), touchpoints)
     if activities:
         await session.execute(insert(activities_t), activities)
-        await emit_many(session, "lead.activity", [{
-            "lead_id": row["lead_id"], "activity_id": row["id"], "type": row["type"], "occurred_at": row["occurred_at"],
-        } for row in activities if row["lead_id"]])
+        await emit_many(session, [
+            LeadActivity(lead_id=row["lead_id"], activity_id=row["id"], type=row["type"],
+                         occurred_at=row["occurred_at"])
+            for row in activities if row["lead_id"]
+        ])
     return stored
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +17,7 @@ from core.db import Database
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.metrics import LEADS_CREATED
+from leads.events import LeadActivity, LeadCreated, LeadUpdated, OptinRequested
 from leads.intake.batch import BatchLead, BatchRows, load_book, merge, stitch, write_batch
 from leads.intake.submissions import FormPost, submit_form
 from leads.models import Channel
@@ -96,10 +98,10 @@ async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Rec
                 sources=set(), new=True, channel=Channel.form.value,
             )
             book.add(lead)
-        merge(book, lead, profile, post.cleaned.custom, list(post.form.tags or []), overwrite=True)
+        changed = merge(book, lead, profile, post.cleaned.custom, list(post.form.tags or []), overwrite=True)
         lead.touched = True
         touched[lead.id] = lead
-        _record_interaction(rows, post, lead, created, now)
+        _record_interaction(rows, post, lead, created, changed, now)
         if visit.visitor_id:
             stitch(book, rows, visit.visitor_id, lead, now)
         results.append(Recorded(lead.id, created))
@@ -107,7 +109,9 @@ async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Rec
     return results
 
 
-def _record_interaction(rows: BatchRows, post: FormPost, lead: BatchLead, created: bool, now: Any) -> None:
+def _record_interaction(
+    rows: BatchRows, post: FormPost, lead: BatchLead, created: bool, changed: list[str], now: datetime
+) -> None:
     """The touchpoint, activity, consent and outbox events of one post, as `record_intake` writes them."""
     origin, form = post.origin, post.form
     touchpoint_id, activity_id = new_id(), new_id()
@@ -131,15 +135,13 @@ def _record_interaction(rows: BatchRows, post: FormPost, lead: BatchLead, create
         rows.consents.append(pending)
         lead.consents[purpose] = False
         pending_id = pending["id"]
-    lead_event = {"lead_id": str(lead.id), "channel": origin.channel, "campaign": origin.campaign}
-    rows.event("lead.created" if created else "lead.updated", lead_event, now)
-    rows.event("lead.activity", {
-        "lead_id": str(lead.id), "activity_id": str(activity_id), "type": ACTIVITY, "occurred_at": now.isoformat(),
-    }, now)
+    if created:
+        rows.event(LeadCreated(lead_id=lead.id, channel=origin.channel, campaign=origin.campaign), now)
+    else:
+        rows.event(LeadUpdated(lead_id=lead.id, changed=changed, channel=origin.channel, campaign=origin.campaign), now)
+    rows.event(LeadActivity(lead_id=lead.id, activity_id=activity_id, type=ACTIVITY, occurred_at=now), now)
     if pending_id is not None and lead.values.get("email"):
-        rows.event("lead.optin_requested", {
-            "lead_id": str(lead.id), "purpose": purpose, "form": form.key, "consent_id": str(pending_id),
-        }, now)
+        rows.event(OptinRequested(lead_id=lead.id, purpose=purpose, form=form.key, consent_id=pending_id), now)
 
 
 def _consent(

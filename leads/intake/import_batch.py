@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import one_of
 from core.ids import new_id
+from leads.events import LeadActivity, LeadCreated, LeadUpdated
 from leads.intake.batch import (
     BatchLead,
     BatchRows,
@@ -125,12 +126,14 @@ class BatchWriter:
                 "touchpoint_id": touchpoint_id, "occurred_at": now,
                 "data": {"import_id": str(self.run_id), "file": self.filename, "line": row.line},
             })
-            lead_event = {"lead_id": str(lead.id), "channel": Channel.import_.value, "campaign": row.origin["campaign"]}
-            rows_out.event("lead.created" if created else "lead.updated", lead_event, now)
-            rows_out.event("lead.activity", {
-                "lead_id": str(lead.id), "activity_id": str(activity_id), "type": ACTIVITY,
-                "occurred_at": now.isoformat(),
-            }, now)
+            campaign = row.origin["campaign"]
+            if created:
+                rows_out.event(LeadCreated(lead_id=lead.id, channel=Channel.import_.value, campaign=campaign), now)
+            else:
+                rows_out.event(LeadUpdated(
+                    lead_id=lead.id, changed=changed, channel=Channel.import_.value, campaign=campaign,
+                ), now)
+            rows_out.event(LeadActivity(lead_id=lead.id, activity_id=activity_id, type=ACTIVITY, occurred_at=now), now)
             if created:
                 outcome.created += 1
             else:

@@ -19,6 +19,7 @@ from core.errors import Invalid
 from core.outbox import emit
 from core.phones import normalize_phone
 from core.text import check_text, scrub
+from leads.events import OptinRequested
 from leads.fields import coerce
 from leads.fields import definitions as custom_field_definitions
 from leads.intake.forms import UTM_KEYS
@@ -257,10 +258,7 @@ async def _request_optin(session: AsyncSession, form: Form, result: IntakeResult
     await session.flush()
     if lead.email:
         # Ids only: the email channel loads the address, so none is left behind once the person is erased.
-        await emit(
-            session, "lead.optin_requested",
-            {"lead_id": lead.id, "purpose": purpose, "form": form.key, "consent_id": consent.id},
-        )
+        await emit(session, OptinRequested(lead_id=lead.id, purpose=purpose, form=form.key, consent_id=consent.id))
 
 
 def _truthy(value: Any) -> bool:
