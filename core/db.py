@@ -80,7 +80,7 @@ class TimestampMixin:
 
 def partial_index(name: str, *columns: str, where: str) -> Index:
     """An index of the rows `where` holds, the same on PostgreSQL and SQLite. (Alembic's
-    autogenerate does not compare the WHERE; a test in tests/test_core.py holds migrations to it.)"""
+    autogenerate does not compare the WHERE; a test in tests/core/test_core.py holds migrations to it.)"""
     condition = text(where)
     return Index(name, *columns, postgresql_where=condition, sqlite_where=condition)
 

@@ -1,6 +1,6 @@
 """Running the event pipeline inside a test, without Redis: every undone event is dispatched by
 the real dispatcher (handled-event records, groups of events, the domains' handlers) until none
-is left. For tests of what handlers do; tests/test_worker.py covers the relay, Redis and workers."""
+is left. For tests of what handlers do; tests/worker/test_worker.py covers the relay, Redis and workers."""
 
 from __future__ import annotations
 

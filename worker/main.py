@@ -57,7 +57,7 @@ class Worker(ArqWorker):
     1,000 events/s bench/pipeline.py measured a lower p50 with it than with arq's poll alone).
     arq has no public seam for that wake-up, so `main` is a copy of arq's Worker.main using its
     private members: pyproject.toml pins arq to the release it was copied from, and
-    tests/test_arq_seam.py fails, saying what to re-check, when that code or those members change."""
+    tests/core/test_arq_seam.py fails, saying what to re-check, when that code or those members change."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -25,12 +25,12 @@ from leads.intake.mail.kind import classify
 from leads.models import Activity, InboundEmail, Lead, Touchpoint
 from tests.conftest import make_key
 
-SAMPLES = Path(__file__).parent / "data" / "mail"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "mail"
 
 
 def shared_bounces() -> Path:
     """The labelled bounce collection kept beside the repository (shared/data/bounces)."""
-    folder = Path(os.environ.get("NURTURE_TEST_BOUNCES", Path(__file__).resolve().parents[2] / "shared/data/bounces"))
+    folder = Path(os.environ.get("NURTURE_TEST_BOUNCES", Path(__file__).resolve().parents[3] / "shared/data/bounces"))
     if not (folder / "labels.json").exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"bounce samples not found in {folder}")

@@ -19,7 +19,7 @@ from core.settings import Settings
 from leads.models import InboundEmail, Lead, Touchpoint
 from leads.smtpd import start_smtpd
 
-SAMPLES = Path(__file__).parent / "data" / "mail"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "mail"
 
 
 def inquiry() -> bytes:

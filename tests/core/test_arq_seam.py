@@ -24,7 +24,7 @@ RECHECK = (
     f"worker.main.Worker.main is a copy of arq {COPIED_FROM}'s Worker.main and arq {arq.VERSION} is installed: "
     "diff arq/worker.py's Worker.main against the copy, carry over what changed (how the pool is made, what "
     "on_startup finds in ctx, what one poll iteration does), check that SIGTERM still lets the running jobs "
-    "finish (tests/test_worker.py, tests/test_embedded_redis.py), then update COPIED_FROM, ARQ_MAIN_SHA256 "
+    "finish (tests/worker/test_worker.py, tests/core/test_embedded_redis.py), then update COPIED_FROM, ARQ_MAIN_SHA256 "
     "here and the arq pin in pyproject.toml. Or drop the copy if arq now lets a worker be woken early."
 )
 

@@ -18,7 +18,7 @@ from core import redis as embedded
 from core.redis import EmbeddedRedis, redis_server_binary, redis_url_for
 from core.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -29,7 +29,7 @@ from leads.schemas import clean_profile
 from leads.service import Origin, record_intake
 from tests.conftest import make_key
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRETS = ["test-key-new", "test-key-old"]
 
 RUSSIAN_EXCEL = (

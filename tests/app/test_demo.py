@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.demo import seed_demo
 from core.db import Database
 from leads.models import Form, Lead, Touchpoint, TrackingNumber
-from tests.test_forms import count
+from tests.leads.test_forms import count
 
 
 async def seed(db: Database) -> bool:

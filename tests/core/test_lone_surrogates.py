@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.test_calls import signed
-from tests.test_forms import GOOD, make_form
+from tests.leads.test_calls import signed
+from tests.leads.test_forms import GOOD, make_form
 
 # Plausible text with half a character (and sometimes a NUL) in it, so most posts get past the
 # other checks and reach the database.

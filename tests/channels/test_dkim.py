@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from channels.email.dkim import SIGNED_HEADERS, DkimKey, Signer, key_from_pem, new_key, sign_all, write_private_key
 from core.errors import Conflict, Invalid
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 MESSAGE = (
     b"From: Shop <news@example.com>\r\n"

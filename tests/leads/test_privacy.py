@@ -156,9 +156,9 @@ async def test_erasing_a_survivor_forgets_the_merged_away_email_yet_still_recogn
 async def test_erase_blanks_personal_values_in_the_outbox_but_keeps_names_ids_and_times(
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
 ) -> None:
-    from tests.test_calls import post_call
-    from tests.test_forms import GOOD, JSON_ACCEPT, make_form
-    from tests.test_inbound_email import message
+    from tests.leads.test_calls import post_call
+    from tests.leads.test_forms import GOOD, JSON_ACCEPT, make_form
+    from tests.leads.test_inbound_email import message
 
     await make_form(client, admin_headers, double_opt_in=True)
     posted = await client.post("/v1/forms/contact/submit", json=GOOD, headers=JSON_ACCEPT)

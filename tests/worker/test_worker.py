@@ -39,7 +39,7 @@ from worker.relay import Relay
 from worker.status import failed_events, pipeline_status, retry_failed
 from worker.sweeper import sweep
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEST_REDIS = os.environ.get("NURTURE_TEST_REDIS_URL", "")
 
 

@@ -121,7 +121,7 @@ async def test_form_post_from_the_merged_away_email_lands_on_the_survivor_and_th
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database
 ) -> None:
     from leads.models import Lead
-    from tests.test_forms import JSON_ACCEPT, make_form
+    from tests.leads.test_forms import JSON_ACCEPT, make_form
 
     survivor = await _lead(client, admin_headers, email="a@example.com", phone="+79123456789")
     other = await _lead(client, admin_headers, email="m.b@example.com", phone="+79161234567")

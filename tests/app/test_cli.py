@@ -12,7 +12,7 @@ from sqlalchemy import select
 from core.auth import ApiKey, User
 from core.db import Database
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def nurture(database_url: str, data_dir: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -18,8 +18,8 @@ import pytest
 
 from channels.email.bounces import Recipient, classify
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "data" / "bounces"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "bounces"
 
 
 def crlf(text: str) -> bytes:

@@ -19,7 +19,7 @@ from core.outbox import OutboxEvent
 from core.settings import Settings
 from leads.models import Activity, Lead, Touchpoint
 from tests.conftest import make_key
-from tests.test_forms import GOOD, count, make_form
+from tests.leads.test_forms import GOOD, count, make_form
 
 VID = "c0ffee00c0ffee00"
 

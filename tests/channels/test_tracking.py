@@ -26,9 +26,9 @@ from core import clock
 from core.db import Database
 from core.settings import Settings, use_settings
 from leads.models import Activity, Consent, Lead
+from tests.channels.test_send import add_lead, add_template, queue
 from tests.conftest import make_key, stored_message
 from tests.pipeline import run_events
-from tests.test_send import add_lead, add_template, queue
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 BASE = "http://testserver"

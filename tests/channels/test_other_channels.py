@@ -31,9 +31,9 @@ from channels.webhook import WebhookChannel, verify
 from core import clock
 from core.db import Database
 from core.settings import Settings, use_settings
+from tests.channels.test_send import add_lead
 from tests.conftest import make_key, stored_message
 from tests.fakes import Remote
-from tests.test_send import add_lead
 
 GATEWAY = {"url": "https://sms.example.net/send", "body": {"phone": "{to}", "msg": "{text}"}, "id_field": "data.id"}
 PHONE = "+79161234567"

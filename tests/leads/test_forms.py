@@ -420,7 +420,7 @@ def test_tracker_and_embed_scripts_ship_inside_the_leads_package() -> None:
 
     static = files("leads") / "static"
     assert (static / "t.js").is_file() and (static / "embed.js").is_file()
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert any(pattern.startswith("static/") for pattern in package_data.get("leads", []))
     for module in (root / "leads").rglob("*.py"):
