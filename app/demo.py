@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from channels.models import Template
 from channels.starters import starter
 from leads.intake.forms import FormIn, create_form
+from leads.intake.interaction import Origin
 from leads.models import Channel, Form, Lead, TrackingNumber
 from leads.schemas import ConsentIn, clean_profile
-from leads.service import Origin, record_intake
+from leads.service import record_intake
 
 DEMO_FORM = "demo-contact"
 CONSENT_WORDING = (

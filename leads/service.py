@@ -19,45 +19,11 @@ from core.ids import new_id
 from core.metrics import LEADS_CREATED
 from core.outbox import emit
 from core.text import check_text, scrub
-from leads.events import ConsentWithdrawn, LeadActivity, LeadCreated, LeadUpdated
+from leads.events import ConsentWithdrawn, LeadUpdated
 from leads.fields import validate_custom
+from leads.intake.interaction import Origin, activity_event, activity_row, lead_changes, lead_post
 from leads.models import Activity, Consent, Lead, LeadAlias, LeadTag, Touchpoint, Visitor
 from leads.schemas import ConsentIn
-
-
-@dataclass
-class Origin:
-    """Where an interaction came from: the channel and its marketing context."""
-
-    channel: str
-    source: str | None = None
-    medium: str | None = None
-    campaign: str | None = None
-    content: str | None = None
-    term: str | None = None
-    referrer: str | None = None
-    landing_page: str | None = None
-    visitor_id: str | None = None
-    ip: str | None = None
-    occurred_at: datetime | None = None
-
-    @classmethod
-    def from_params(cls, channel: str, params: dict[str, Any], **extra: Any) -> Origin:
-        def text(key: str, limit: int) -> str | None:
-            value = params.get(key)
-            if not isinstance(value, str) or not value.strip():
-                return None
-            return scrub(value.strip()[:limit])
-
-        return cls(
-            channel=channel,
-            source=text("utm_source", 200),
-            medium=text("utm_medium", 200),
-            campaign=text("utm_campaign", 200),
-            content=text("utm_content", 500),
-            term=text("utm_term", 500),
-            **extra,
-        )
 
 
 @dataclass
@@ -206,58 +172,33 @@ async def record_intake(
         # Writing from an address it had before a merge: the current one stays the lead's address.
         for key in await _old_identities(session, lead, profile):
             profile = {k: v for k, v in profile.items() if k != key}
-    changed = _apply_profile(lead, profile, overwrite)
-    if owner_id is not None:
-        if owner_id != lead.owner_id:
-            changed.append("owner_id")
+    changes = lead_changes(
+        {k: getattr(lead, k) for k in profile}, lead.custom or {}, {t.tag for t in lead.tags} if tags else (),
+        profile, custom, tags or [], overwrite,
+    )
+    for key, value in changes.values.items():
+        setattr(lead, key, value)
+    if changes.custom is not None:
+        lead.custom = changes.custom
+    if changes.tags:
+        lead.tags.extend(LeadTag(tag=tag) for tag in changes.tags)
+    changed = changes.changed
+    if owner_id is not None and owner_id != lead.owner_id:
         lead.owner_id = owner_id
-    if custom:
-        old = lead.custom or {}
-        lead.custom = {**old, **custom} if overwrite else {**custom, **old}
-        changed += [f"custom.{k}" for k in custom if lead.custom.get(k) != old.get(k)]
-    if tags:
-        have = {t.tag for t in lead.tags}
-        for tag in tags:
-            if tag not in have:
-                lead.tags.append(LeadTag(tag=tag))
-                have.add(tag)
-                if "tags" not in changed:
-                    changed.append("tags")
+        changed.append("owner_id")
     lead.updated_at = clock.now()
 
-    # Ids are made here, so the whole interaction is written in one flush.
-    touchpoint = Touchpoint(
-        id=new_id(), lead_id=lead.id, visitor_id=origin.visitor_id, channel=origin.channel, source=origin.source,
-        medium=origin.medium, campaign=origin.campaign, content=origin.content, term=origin.term,
-        referrer=origin.referrer, landing_page=origin.landing_page, occurred_at=occurred_at,
-    )
-    session.add(touchpoint)
-    activity = Activity(
-        id=new_id(), lead_id=lead.id, visitor_id=origin.visitor_id, type=activity_type, touchpoint_id=touchpoint.id,
-        data=activity_data or {}, occurred_at=occurred_at,
-    )
-    session.add(activity)
-    for consent in consents or []:
-        session.add(
-            Consent(
-                lead_id=lead.id, purpose=consent.purpose, granted=consent.granted,
-                source=origin.channel, wording=consent.wording, ip=origin.ip, occurred_at=occurred_at,
-            )
-        )
+    post = lead_post(lead.id, created, changed, origin, activity_type, activity_data or {}, occurred_at, consents or [])
+    # Ids are made with the rows, so the whole interaction is written in one flush.
+    touchpoint, activity = Touchpoint(**post.touchpoint), Activity(**post.activity)
+    session.add_all([touchpoint, activity, *(Consent(**row) for row in post.consents)])
     if origin.visitor_id:
         await stitch_visitor(session, origin.visitor_id, lead.id)
     await session.flush()
-
+    for event in post.events:
+        await emit(session, event)
     if created:
-        await emit(session, LeadCreated(lead_id=lead.id, channel=origin.channel, campaign=origin.campaign))
         LEADS_CREATED.labels(origin.channel).inc()
-    else:
-        await emit(session, LeadUpdated(
-            lead_id=lead.id, changed=changed, channel=origin.channel, campaign=origin.campaign,
-        ))
-    await emit(session, LeadActivity(
-        lead_id=lead.id, activity_id=activity.id, type=activity_type, occurred_at=occurred_at,
-    ))
     return IntakeResult(lead=lead, created=created, touchpoint=touchpoint, activity=activity)
 
 
@@ -279,20 +220,6 @@ async def check_owner(session: AsyncSession, owner_id: uuid.UUID) -> None:
 
     if await session.get(User, owner_id) is None:
         raise Invalid(f"no user {owner_id}", field="owner_id")
-
-
-def _apply_profile(lead: Lead, profile: dict[str, Any], overwrite: bool) -> list[str]:
-    """Write the profile's values on the lead; returns the fields whose value changed."""
-    changed = []
-    for key, value in profile.items():
-        if value is None:
-            continue
-        current = getattr(lead, key)
-        if overwrite or current in (None, ""):
-            setattr(lead, key, value)
-            if current != value:
-                changed.append(key)
-    return changed
 
 
 async def stitch_visitor(session: AsyncSession, visitor_id: str, lead_id: uuid.UUID) -> None:
@@ -436,10 +363,9 @@ async def add_note(session: AsyncSession, lead: Lead, text: str, author: str | N
 async def record_activity(session: AsyncSession, lead_id: uuid.UUID, kind: str, data: dict[str, Any],
                           occurred_at: datetime | None = None) -> Activity:
     """One entry on the lead's timeline, announced as `lead.activity` (scoring, segments). Never commits."""
-    activity = Activity(lead_id=lead_id, type=kind, data=data, occurred_at=occurred_at or clock.now())
+    row = activity_row(lead_id, None, kind, None, data, occurred_at or clock.now())
+    activity = Activity(**row)
     session.add(activity)
     await session.flush()
-    await emit(session, LeadActivity(
-        lead_id=lead_id, activity_id=activity.id, type=kind, occurred_at=activity.occurred_at,
-    ))
+    await emit(session, activity_event(row))
     return activity

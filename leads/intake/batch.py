@@ -23,6 +23,7 @@ from core import clock
 from core.db import Base, driver_connection, lock_keys, plan_each_execution, plan_once
 from core.events import EventPayload
 from core.outbox import outbox_row, outbox_t
+from leads.intake.interaction import Interaction, lead_changes
 from leads.models import (
     Channel,
     activities_t,
@@ -122,38 +123,32 @@ class BatchRows:
     new_visitors: dict[str, dict[str, Any]] = field(default_factory=dict)  # visitor id → row
     moved_visitors: dict[str, uuid.UUID] = field(default_factory=dict)  # known visitor id → its new lead
 
+    def add(self, interaction: Interaction, at: datetime) -> None:
+        """One post's touchpoint, activity, consents and events."""
+        self.touchpoints.append(interaction.touchpoint)
+        self.activities.append(interaction.activity)
+        self.consents += interaction.consents
+        for payload in interaction.events:
+            self.event(payload, at)
+
     def event(self, payload: EventPayload, at: datetime) -> None:
         self.events.append(outbox_row(payload, at))
 
 
 def merge(book: LeadBook, lead: BatchLead, profile: dict[str, Any], custom: dict[str, Any], tags: list[str],
           overwrite: bool) -> list[str]:
-    """Apply one intake's values to the lead as `record_intake` does; returns what changed, named as
-    `lead.updated` names it (profile fields, `custom.<key>`, `tags`)."""
-    changed = []
-    for key, value in profile.items():
-        if value is None:
-            continue
-        current = lead.values.get(key)
-        if (key, value) in lead.aliases and current not in (None, ""):
-            continue  # an address it had before a merge never replaces the current one
-        if (overwrite or current in (None, "")) and current != value:
-            book.set_value(lead, key, value)
-            lead.changed.add(key)
-            changed.append(key)
-    if custom:
-        merged = {**lead.custom, **custom} if overwrite else {**custom, **lead.custom}
-        if merged != lead.custom:
-            changed += [f"custom.{k}" for k in custom if merged.get(k) != lead.custom.get(k)]
-            lead.custom = merged
-            lead.changed.add("custom")
-    for tag in tags:
-        if tag not in lead.tags:
-            lead.tags.add(tag)
-            lead.new_tags.append(tag)
-            if "tags" not in changed:
-                changed.append("tags")
-    return changed
+    """Apply one intake's values to the lead as `record_intake` does (`lead_changes`); returns the
+    fields written, as `lead.updated` names them."""
+    changes = lead_changes(lead.values, lead.custom, lead.tags, profile, custom, tags, overwrite, lead.aliases)
+    for key, value in changes.values.items():
+        book.set_value(lead, key, value)
+        lead.changed.add(key)
+    if changes.custom is not None:
+        lead.custom = changes.custom
+        lead.changed.add("custom")
+    lead.tags.update(changes.tags)
+    lead.new_tags += changes.tags
+    return changes.changed
 
 
 def stitch(book: LeadBook, rows: BatchRows, visitor_id: str, lead: BatchLead, at: datetime) -> None:

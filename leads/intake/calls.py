@@ -21,14 +21,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import flush_unique, lock_keys
 from core.errors import Conflict, Invalid, NotFound, Unauthorized, UnsupportedMediaType
-from core.ids import new_id
 from core.outbox import emit
 from core.phones import normalize_phone
 from core.text import check_text
 from core.tokens import constant_time_equal, hmac_sha256
 from leads.events import CallMissed
+from leads.intake.interaction import Origin, activity_row, touchpoint_row
 from leads.models import Activity, Channel, Touchpoint, TrackingNumber
-from leads.service import Origin, record_intake
+from leads.service import record_intake
 
 TIMESTAMP_HEADER = "X-Nurture-Timestamp"
 SIGNATURE_HEADER = "X-Nurture-Signature"
@@ -244,16 +244,11 @@ async def _record_anonymous_call(
 ) -> uuid.UUID:
     """A call from a hidden number still counts for its campaign, though there is no one to find."""
     occurred_at = origin.occurred_at or clock.now()
-    touchpoint = Touchpoint(
-        id=new_id(), channel=origin.channel, source=origin.source, medium=origin.medium, campaign=origin.campaign,
-        occurred_at=occurred_at,
-    )
-    activity = Activity(
-        id=new_id(), type=activity_type, touchpoint_id=touchpoint.id, data=data, occurred_at=occurred_at
-    )
-    session.add_all([touchpoint, activity])
+    touchpoint = touchpoint_row(None, origin, occurred_at)
+    activity = activity_row(None, None, activity_type, touchpoint["id"], data, occurred_at)
+    session.add_all([Touchpoint(**touchpoint), Activity(**activity)])
     await session.flush()
-    return activity.id
+    return activity["id"]
 
 
 def _no_constants(name: str) -> Any:

@@ -20,11 +20,12 @@ from core.outbox import emit
 from core.settings import Settings
 from core.text import scrub
 from leads.events import EmailAutoReplied, EmailBounced, EmailComplained, ReturnedMail
+from leads.intake.interaction import Origin
 from leads.intake.mail.kind import DAEMONS, ParsedMail, classify
 from leads.intake.mail.message import local_part, split_name, truncate
 from leads.models import Channel, InboundEmail
 from leads.schemas import clean_profile
-from leads.service import Origin, find_lead, record_intake
+from leads.service import find_lead, record_intake
 
 EVENTS: dict[str, type[ReturnedMail]] = {
     "bounce": EmailBounced, "complaint": EmailComplained, "auto_reply": EmailAutoReplied,

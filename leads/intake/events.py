@@ -20,13 +20,12 @@ from core.db import Database, lock_keys
 from core.emails import normalize_email
 from core.errors import Conflict, Forbidden, Invalid, NurtureError
 from core.groupcommit import GroupCommit
-from core.ids import new_id
 from core.outbox import emit, emit_many
-from leads.events import LeadActivity
+from leads.intake.interaction import Origin, activity_event, activity_row, touchpoint_row
 from leads.intake.submissions import VISITOR_ID
 from leads.models import Activity, Channel, Lead, Touchpoint, Visitor, activities_t, touchpoints_t
 from leads.privacy import find_erased
-from leads.service import MAX_MERGE_HOPS, Origin, find_lead, get_lead, record_intake
+from leads.service import MAX_MERGE_HOPS, find_lead, get_lead, record_intake
 
 EVENT_TYPE = r"^[a-z][a-z0-9_.:-]{0,49}$"
 # What a browser may report without an API key: the tracker's page views and downloads, and a
@@ -104,25 +103,13 @@ async def record_event(
     if lead is not None and lead.erased_at is not None:
         return None
 
-    touchpoint = None
-    if _is_arrival(origin, event.url):
-        touchpoint = Touchpoint(
-            lead_id=lead.id if lead else None, visitor_id=event.visitor_id, channel=Channel.event,
-            source=origin.source, medium=origin.medium, campaign=origin.campaign, content=origin.content,
-            term=origin.term, referrer=origin.referrer, landing_page=origin.landing_page, occurred_at=occurred_at,
-        )
-        session.add(touchpoint)
-        await session.flush()
-    activity = Activity(
-        lead_id=lead.id if lead else None, visitor_id=event.visitor_id, type=event.type,
-        touchpoint_id=touchpoint.id if touchpoint else None, data=data, occurred_at=occurred_at,
-    )
-    session.add(activity)
+    touchpoints: list[dict[str, Any]] = []
+    row = _row(event, lead.id if lead else None, origin, occurred_at, data, touchpoints)
+    activity = Activity(**row)
+    session.add_all([*(Touchpoint(**t) for t in touchpoints), activity])
     await session.flush()
     if lead is not None:
-        await emit(session, LeadActivity(
-            lead_id=lead.id, activity_id=activity.id, type=event.type, occurred_at=occurred_at,
-        ))
+        await emit(session, activity_event(row))
     return activity
 
 
@@ -253,7 +240,8 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent], locked
             _allowed(event, post.trusted)  # as record_event checks first, whoever the event turns out to be for
             stored.append(owner is None or owner.erased_at is None)
             if stored[-1]:
-                activities.append(_row(event, owner.id if owner else None, post.ip, post.trusted, touchpoints))
+                occurred_at, origin, data = _checked(event, post.ip, post.trusted)
+                activities.append(_row(event, owner.id if owner else None, origin, occurred_at, data, touchpoints))
         except NurtureError as exc:
             exc.field = f"events.{index}.{exc.field}" if exc.field else f"events.{index}"
             raise
@@ -261,11 +249,7 @@ async def record_posted(session: AsyncSession, posted: list[PostedEvent], locked
         await session.execute(insert(touchpoints_t), touchpoints)
     if activities:
         await session.execute(insert(activities_t), activities)
-        await emit_many(session, [
-            LeadActivity(lead_id=row["lead_id"], activity_id=row["id"], type=row["type"],
-                         occurred_at=row["occurred_at"])
-            for row in activities if row["lead_id"]
-        ])
+        await emit_many(session, [activity_event(row) for row in activities if row["lead_id"]])
     return stored
 
 
@@ -310,22 +294,16 @@ async def _owners(session: AsyncSession, visitor_ids: list[str]) -> dict[str, An
 
 
 def _row(
-    event: EventIn, lead_id: uuid.UUID | None, ip: str | None, trusted: bool, touchpoints: list[dict[str, Any]]
+    event: EventIn, lead_id: uuid.UUID | None, origin: Origin, occurred_at: datetime, data: dict[str, Any],
+    touchpoints: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The activity row (and touchpoint row, for an arrival) `record_event` writes for a known
-    lead or, with no lead, for an anonymous visitor (the caller has checked it is `_allowed`)."""
-    occurred_at, origin, data = _checked(event, ip, trusted)
+    """The activity row (and touchpoint row, for an arrival) an event writes for a known lead or,
+    with no lead, for an anonymous visitor (the caller has checked it is `_allowed`)."""
     touchpoint_id = None
     if _is_arrival(origin, event.url):
-        touchpoint_id = new_id()
-        touchpoints.append({
-            "id": touchpoint_id, "lead_id": lead_id, "visitor_id": event.visitor_id, "channel": Channel.event.value,
-            "source": origin.source, "medium": origin.medium, "campaign": origin.campaign, "content": origin.content,
-            "term": origin.term, "referrer": origin.referrer, "landing_page": origin.landing_page,
-            "occurred_at": occurred_at,
-        })
-    return {"id": new_id(), "lead_id": lead_id, "visitor_id": event.visitor_id, "type": event.type,
-            "touchpoint_id": touchpoint_id, "data": data, "occurred_at": occurred_at}
+        touchpoints.append(touchpoint_row(lead_id, origin, occurred_at))
+        touchpoint_id = touchpoints[-1]["id"]
+    return activity_row(lead_id, event.visitor_id, event.type, touchpoint_id, data, occurred_at)
 
 
 class EventWriter(GroupCommit[PostedEvent, bool]):

@@ -17,14 +17,13 @@ from core.db import Database
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.metrics import LEADS_CREATED
-from leads.events import LeadActivity, LeadCreated, LeadUpdated, OptinRequested
 from leads.intake.batch import BatchLead, BatchRows, load_book, merge, stitch, write_batch
-from leads.intake.submissions import FormPost, submit_form
+from leads.intake.interaction import lead_post, optin_request
+from leads.intake.submissions import ACTIVITY, FormPost, submit_form
 from leads.models import Channel
 
 MAX_BATCH = 100
 WRITERS = 2  # transactions in flight at once: one is written while the next batch gathers (SQLite: one)
-ACTIVITY = "form_submitted"
 
 
 class OneByOne(Exception):
@@ -112,45 +111,21 @@ async def record_posts(session: AsyncSession, posts: list[FormPost]) -> list[Rec
 def _record_interaction(
     rows: BatchRows, post: FormPost, lead: BatchLead, created: bool, changed: list[str], now: datetime
 ) -> None:
-    """The touchpoint, activity, consent and outbox events of one post, as `record_intake` writes them."""
-    origin, form = post.origin, post.form
-    touchpoint_id, activity_id = new_id(), new_id()
-    rows.touchpoints.append({
-        "id": touchpoint_id, "lead_id": lead.id, "visitor_id": origin.visitor_id, "channel": origin.channel,
-        "source": origin.source, "medium": origin.medium, "campaign": origin.campaign, "content": origin.content,
-        "term": origin.term, "referrer": origin.referrer, "landing_page": origin.landing_page, "occurred_at": now,
-    })
-    rows.activities.append({
-        "id": activity_id, "lead_id": lead.id, "visitor_id": origin.visitor_id, "type": ACTIVITY,
-        "touchpoint_id": touchpoint_id, "data": post.activity_data, "occurred_at": now,
-    })
-    purpose = form.consent_purpose or ""
-    pending_id = None
-    if post.grants_consent:
-        rows.consents.append(_consent(lead, purpose, True, form.consent_wording, origin.ip, now))
-        lead.consents[purpose] = True
-    elif post.requests_optin and not lead.consents.get(purpose):
+    """What one post writes besides its lead (as `submit_form` writes it), into the batch's rows."""
+    rows.add(lead_post(lead.id, created, changed, post.origin, ACTIVITY, post.activity_data, now, post.consents), now)
+    for consent in post.consents:
+        lead.consents[consent.purpose] = consent.granted
+    purpose = post.form.consent_purpose or ""
+    if post.requests_optin and not lead.consents.get(purpose):
         # Not confirmed yet: ask (again); once confirmed, asking again would be spam.
-        pending = _consent(lead, purpose, False, form.consent_wording, origin.ip, now)
+        pending, asked = optin_request(
+            lead.id, bool(lead.values.get("email")), purpose, post.form.consent_wording, post.form.key, post.origin,
+            now,
+        )
         rows.consents.append(pending)
         lead.consents[purpose] = False
-        pending_id = pending["id"]
-    if created:
-        rows.event(LeadCreated(lead_id=lead.id, channel=origin.channel, campaign=origin.campaign), now)
-    else:
-        rows.event(LeadUpdated(lead_id=lead.id, changed=changed, channel=origin.channel, campaign=origin.campaign), now)
-    rows.event(LeadActivity(lead_id=lead.id, activity_id=activity_id, type=ACTIVITY, occurred_at=now), now)
-    if pending_id is not None and lead.values.get("email"):
-        rows.event(OptinRequested(lead_id=lead.id, purpose=purpose, form=form.key, consent_id=pending_id), now)
-
-
-def _consent(
-    lead: BatchLead, purpose: str, granted: bool, wording: str | None, ip: str | None, now: Any
-) -> dict[str, Any]:
-    return {
-        "id": new_id(), "lead_id": lead.id, "purpose": purpose, "granted": granted, "source": Channel.form.value,
-        "wording": wording, "ip": ip, "occurred_at": now,
-    }
+        if asked is not None:
+            rows.event(asked, now)
 
 
 def form_batcher(state: Any) -> FormBatcher:

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import one_of
 from core.ids import new_id
-from leads.events import LeadActivity, LeadCreated, LeadUpdated
 from leads.intake.batch import (
     BatchLead,
     BatchRows,
@@ -31,7 +30,8 @@ from leads.intake.batch import (
     write_batch,
 )
 from leads.intake.import_rows import ImportOptions, ImportRow, RowError
-from leads.models import Channel, leads_t
+from leads.intake.interaction import lead_post
+from leads.models import leads_t
 from leads.privacy import identity_hash
 
 ACTIVITY = "imported"
@@ -109,31 +109,15 @@ class BatchWriter:
                 )
                 book.add(lead)
             changed = merge(book, lead, row.profile, row.custom, row.tags, self.options.overwrite)
-            where = (row.origin["source"], row.origin["campaign"])
+            where = (row.origin.source, row.origin.campaign)
             if not created and not changed and where in lead.sources:
                 outcome.skipped += 1
                 continue
             lead.sources.add(where)
             lead.touched = True
             touched[lead.id] = lead
-            touchpoint_id, activity_id = new_id(), new_id()
-            rows_out.touchpoints.append({
-                "id": touchpoint_id, "lead_id": lead.id, "visitor_id": None, "channel": Channel.import_.value,
-                **row.origin, "referrer": None, "landing_page": None, "occurred_at": now,
-            })
-            rows_out.activities.append({
-                "id": activity_id, "lead_id": lead.id, "visitor_id": None, "type": ACTIVITY,
-                "touchpoint_id": touchpoint_id, "occurred_at": now,
-                "data": {"import_id": str(self.run_id), "file": self.filename, "line": row.line},
-            })
-            campaign = row.origin["campaign"]
-            if created:
-                rows_out.event(LeadCreated(lead_id=lead.id, channel=Channel.import_.value, campaign=campaign), now)
-            else:
-                rows_out.event(LeadUpdated(
-                    lead_id=lead.id, changed=changed, channel=Channel.import_.value, campaign=campaign,
-                ), now)
-            rows_out.event(LeadActivity(lead_id=lead.id, activity_id=activity_id, type=ACTIVITY, occurred_at=now), now)
+            data = {"import_id": str(self.run_id), "file": self.filename, "line": row.line}
+            rows_out.add(lead_post(lead.id, created, changed, row.origin, ACTIVITY, data, now), now)
             if created:
                 outcome.created += 1
             else:

@@ -11,7 +11,8 @@ from typing import Any
 from core.errors import Invalid
 from leads.fields import coerce
 from leads.intake.csvfile import FileLayout, row_values
-from leads.models import CustomField
+from leads.intake.interaction import Origin
+from leads.models import Channel, CustomField
 from leads.schemas import PROFILE_FIELDS, clean_profile
 
 _TAG_SPLIT = re.compile(r"[,;|]")
@@ -63,7 +64,11 @@ class ImportRow:
     profile: dict[str, Any]  # cleaned, only the values the row has
     custom: dict[str, Any]
     tags: list[str]
-    origin: dict[str, str | None]  # touchpoint source, medium, campaign, content, term
+    origin: Origin  # the import channel, with the row's source, medium, campaign, content, term
+
+
+def _origin_text(key: str, value: str | None) -> str | None:
+    return (value.strip()[: _ORIGIN_LIMITS[key]] or None) if value else None
 
 
 def _clean_tags(values: Iterable[str]) -> list[str]:
@@ -135,14 +140,14 @@ class RowChecker:
             errors.append(RowError(line, "email", "a row needs an email or a phone"))
         if errors:
             return errors
-        origin = {
-            "source": values.get("utm_source") or self.source,
-            "medium": values.get("utm_medium"),
-            "campaign": values.get("utm_campaign") or self.options.campaign,
-            "content": values.get("utm_content"),
-            "term": values.get("utm_term"),
-        }
-        origin = {k: (v.strip()[: _ORIGIN_LIMITS[k]] or None) if v else None for k, v in origin.items()}
+        origin = Origin(
+            channel=Channel.import_.value,
+            source=_origin_text("source", values.get("utm_source") or self.source),
+            medium=_origin_text("medium", values.get("utm_medium")),
+            campaign=_origin_text("campaign", values.get("utm_campaign") or self.options.campaign),
+            content=_origin_text("content", values.get("utm_content")),
+            term=_origin_text("term", values.get("utm_term")),
+        )
         return ImportRow(line, profile, custom, tags, origin)
 
     def _error(self, line: int, exc: Invalid) -> RowError:

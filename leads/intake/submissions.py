@@ -19,17 +19,18 @@ from core.errors import Invalid
 from core.outbox import emit
 from core.phones import normalize_phone
 from core.text import check_text, scrub
-from leads.events import OptinRequested
 from leads.fields import coerce
 from leads.fields import definitions as custom_field_definitions
 from leads.intake.forms import UTM_KEYS
+from leads.intake.interaction import Origin, optin_request
 from leads.models import Channel, Consent, Form
 from leads.schemas import ConsentIn, clean_profile
-from leads.service import IntakeResult, Origin, record_intake
+from leads.service import IntakeResult, record_intake
 
 TRUE_WORDS = {"1", "true", "on", "yes", "y", "да", "checked"}
 FALSE_WORDS = {"", "0", "false", "off", "no", "n", "нет"}
 DEFAULT_MAX = {"textarea": 10_000}
+ACTIVITY = "form_submitted"  # the activity of a form post, alone or in a group (form_batch)
 VISITOR_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
 UTM_LIMITS = {"utm_source": 200, "utm_medium": 200, "utm_campaign": 200, "utm_content": 500, "utm_term": 500}
 
@@ -196,6 +197,13 @@ class FormPost:
         """Consent given on a single opt-in form: recorded as granted at once."""
         return bool(self.form.consent_purpose and self.cleaned.consent_given and not self.form.double_opt_in)
 
+    @cached_property
+    def consents(self) -> list[ConsentIn]:
+        """The consents the post grants (none on a double opt-in form until confirmed)."""
+        if not self.grants_consent:
+            return []
+        return [ConsentIn(purpose=self.form.consent_purpose or "", granted=True, wording=self.form.consent_wording)]
+
     @property
     def requests_optin(self) -> bool:
         """Consent given on a double opt-in form: a confirmation mail must ask again."""
@@ -225,21 +233,17 @@ async def submit_form(session: AsyncSession, post: FormPost) -> IntakeResult:
     channel for the confirmation mail; the confirmation click records granted=True. Until
     then the send-time consent check sees "not granted", which is what double opt-in means.
     """
-    form = post.form
-    consent = None
-    if post.grants_consent:
-        consent = [ConsentIn(purpose=form.consent_purpose or "", granted=True, wording=form.consent_wording)]
     result = await record_intake(
-        session, post.cleaned.profile, post.origin, "form_submitted", activity_data=post.activity_data,
-        custom=post.cleaned.custom, tags=list(form.tags or []), consents=consent,
+        session, post.cleaned.profile, post.origin, ACTIVITY, activity_data=post.activity_data,
+        custom=post.cleaned.custom, tags=list(post.form.tags or []), consents=post.consents,
     )
     if post.requests_optin:
-        await _request_optin(session, form, result, post.visit)
+        await _request_optin(session, post, result)
     return result
 
 
-async def _request_optin(session: AsyncSession, form: Form, result: IntakeResult, visit: Visit) -> None:
-    lead = result.lead
+async def _request_optin(session: AsyncSession, post: FormPost, result: IntakeResult) -> None:
+    lead, form = result.lead, post.form
     purpose = form.consent_purpose or ""
     latest = await session.scalar(
         select(Consent.granted)
@@ -250,15 +254,13 @@ async def _request_optin(session: AsyncSession, form: Form, result: IntakeResult
     if latest:
         # Already confirmed earlier: asking again would be spam, and a pending row would revoke it.
         return
-    consent = Consent(
-        lead_id=lead.id, purpose=purpose, granted=False, source=Channel.form,
-        wording=form.consent_wording, ip=visit.ip, occurred_at=result.activity.occurred_at,
+    pending, asked = optin_request(
+        lead.id, bool(lead.email), purpose, form.consent_wording, form.key, post.origin, result.activity.occurred_at,
     )
-    session.add(consent)
+    session.add(Consent(**pending))
     await session.flush()
-    if lead.email:
-        # Ids only: the email channel loads the address, so none is left behind once the person is erased.
-        await emit(session, OptinRequested(lead_id=lead.id, purpose=purpose, form=form.key, consent_id=consent.id))
+    if asked is not None:
+        await emit(session, asked)
 
 
 def _truthy(value: Any) -> bool:

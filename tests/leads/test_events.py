@@ -317,10 +317,11 @@ async def test_tracker_events_written_in_one_group_record_what_they_record_one_b
     from sqlalchemy import event as sa_event
 
     from leads.intake.events import EventIn, PostedEvent, record_event, record_posted
+    from leads.intake.interaction import Origin
     from leads.merge import merge_leads
     from leads.models import Visitor
     from leads.privacy import erase_lead
-    from leads.service import Origin, record_intake
+    from leads.service import record_intake
     from tests.conftest import empty_tables
 
     browsers = {"anonymous": "a0000000000000001", "known": "b0000000000000001", "merged": "c0000000000000001",

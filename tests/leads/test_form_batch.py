@@ -18,10 +18,11 @@ from core.outbox import OutboxEvent
 from leads.intake.batch import _BOOK_SQL, load_book
 from leads.intake.form_batch import FormBatcher, identities, record_posts
 from leads.intake.forms import FormIn, LiveForms, create_form
+from leads.intake.interaction import Origin
 from leads.intake.submissions import FormPost, check_post, submit_form, visit_from
 from leads.merge import merge_leads
 from leads.models import Activity, Consent, Lead, LeadTag, Touchpoint, Visitor
-from leads.service import Origin, record_intake
+from leads.service import record_intake
 from tests.conftest import empty_tables
 
 OPEN_FORM = {
@@ -97,8 +98,11 @@ async def _state(db: Database) -> dict[str, Any]:
             (name.get(c.lead_id), c.purpose, c.granted, c.wording, c.ip) for c in await session.scalars(select(Consent))
         )
         visitors = {v.visitor_id: name.get(v.lead_id) for v in await session.scalars(select(Visitor))}
-        events = Counter(
-            (e.name, name.get(_uuid(e.payload.get("lead_id")))) for e in await session.scalars(select(OutboxEvent))
+        events = Counter(  # each event's keys and facts (a lead.updated names the fields it wrote)
+            (e.name, name.get(_uuid(e.payload.get("lead_id"))), tuple(sorted(e.payload)),
+             tuple((k, str(e.payload[k])) for k in ("channel", "campaign", "type", "changed", "purpose", "form")
+                   if k in e.payload))
+            for e in await session.scalars(select(OutboxEvent))
         )
     return {
         "leads": sorted(
@@ -146,7 +150,12 @@ async def test_posts_written_in_one_group_record_what_they_record_one_by_one(db:
     assert grouped["touchpoints"][("anna@example.ru", "event", "google", None, None)] == 1  # page views claimed
     assert grouped["consents"][("darya@example.ru", "marketing_email", False, "Согласен на рассылку",
                                 "198.51.100.4")] == 2
-    assert grouped["events"][("lead.optin_requested", "darya@example.ru")] == 2
+    optin = ("lead.optin_requested", "darya@example.ru", ("consent_id", "form", "lead_id", "purpose"),
+             (("purpose", "marketing_email"), ("form", "optin")))
+    assert grouped["events"][optin] == 2
+    updated = {(who, facts) for (event, who, _, facts) in grouped["events"] if event == "lead.updated"}
+    assert ("anna@example.ru", (("channel", "form"), ("campaign", "site"), ("changed", "['first_name', 'phone']"))) \
+        in updated
 
 
 async def test_one_bad_post_fails_alone_and_the_others_in_its_group_are_recorded(

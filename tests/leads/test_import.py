@@ -23,10 +23,11 @@ from core.settings import Settings
 from leads.api.imports import running_imports
 from leads.intake.import_rows import ImportOptions
 from leads.intake.importer import import_file
+from leads.intake.interaction import Origin
 from leads.models import Activity, CustomField, ImportRun, Lead, Touchpoint
 from leads.privacy import erase_lead
 from leads.schemas import clean_profile
-from leads.service import Origin, record_intake
+from leads.service import record_intake
 from tests.conftest import make_key
 
 ROOT = Path(__file__).resolve().parents[2]
