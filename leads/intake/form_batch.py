@@ -17,7 +17,10 @@ from core.db import Database
 from core.groupcommit import GroupCommit
 from core.ids import new_id
 from core.metrics import LEADS_CREATED
-from leads.intake.batch import BatchLead, BatchRows, load_book, merge, stitch, write_batch
+from leads.intake.batch.book import BatchLead, merge, stitch
+from leads.intake.batch.lookup import load_book
+from leads.intake.batch.rows import BatchRows
+from leads.intake.batch.writer import write_batch
 from leads.intake.interaction import lead_post, optin_request
 from leads.intake.submissions import ACTIVITY, FormPost, submit_form
 from leads.models import Channel

@@ -20,15 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core import clock
 from core.db import one_of
 from core.ids import new_id
-from leads.intake.batch import (
-    BatchLead,
-    BatchRows,
-    LeadBook,
-    begin_batch,
-    load_book,
-    merge,
-    write_batch,
-)
+from leads.intake.batch.book import BatchLead, LeadBook, merge
+from leads.intake.batch.lookup import begin_batch, load_book
+from leads.intake.batch.rows import BatchRows
+from leads.intake.batch.writer import write_batch
 from leads.intake.import_rows import ImportOptions, ImportRow, RowError
 from leads.intake.interaction import lead_post
 from leads.models import leads_t

@@ -15,7 +15,7 @@ from core import clock
 from core.db import Database, driver_connection, locked_transaction, plan_each_execution
 from core.groupcommit import GroupCommit
 from core.outbox import OutboxEvent
-from leads.intake.batch import _BOOK_SQL, load_book
+from leads.intake.batch.lookup import _BOOK_SQL, load_book
 from leads.intake.form_batch import FormBatcher, identities, record_posts
 from leads.intake.forms import FormIn, LiveForms, create_form
 from leads.intake.interaction import Origin

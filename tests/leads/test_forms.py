@@ -384,13 +384,13 @@ async def test_typed_value_with_a_lone_surrogate_gets_422_naming_the_posted_fiel
 async def test_form_post_that_fails_after_the_lead_is_written_leaves_nothing_and_gets_no_2xx(
     app: Any, admin_headers: dict[str, str], db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import leads.intake.batch
+    import leads.intake.batch.writer
     import leads.intake.submissions
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("the outbox is unavailable")
 
-    insert_rows = leads.intake.batch.insert_rows
+    insert_rows = leads.intake.batch.writer.insert_rows
 
     async def broken_outbox(session: Any, tables: Any) -> None:
         if any(table.name == "outbox_events" for table, _ in tables):
@@ -403,7 +403,7 @@ async def test_form_post_that_fails_after_the_lead_is_written_leaves_nothing_and
         # The opt-in request is written last: lead, touchpoint, activity, consent and the lead
         # events are all in the transaction when it fails.
         # Both ways of writing a post: grouped (the outbox rows come last) and alone.
-        monkeypatch.setattr(leads.intake.batch, "insert_rows", broken_outbox)
+        monkeypatch.setattr(leads.intake.batch.writer, "insert_rows", broken_outbox)
         monkeypatch.setattr(leads.intake.submissions, "emit", broken)
         browser = await http.post("/v1/forms/contact/submit", data=GOOD)
         script = await http.post("/v1/forms/contact/submit", json=GOOD)
